@@ -83,3 +83,8 @@ def report_key(run_name: str, filename: str) -> str:
 
 def enhanced_image_key(model_name: str, version: str, params_hash: str, input_sha256: str) -> str:
     return safe_key("enhanced", model_name, version, params_hash, _sha(input_sha256)[:2], f"{input_sha256}.png")
+
+
+def training_curve_key(model_name: str, run: str) -> str:
+    """The loss curve (Parquet) of one training run, beside its checkpoints."""
+    return safe_key("checkpoints", model_name, run, "curve.parquet")

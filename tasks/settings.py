@@ -76,8 +76,11 @@ class Settings(BaseSettings):
 
     def storage_options(self) -> dict:
         """fsspec keyword arguments for the lake's filesystem."""
-        if self.lake_scheme != "s3":
-            return {}
+        return self.s3_options() if self.lake_scheme == "s3" else {}
+
+    def s3_options(self) -> dict:
+        """s3fs keyword arguments from the configured endpoint and credentials, whatever the lake
+        is (s3:// catalog images are read with the same configuration as an s3 lake)."""
         options: dict = {}
         if self.aws_access_key_id:
             options["key"] = self.aws_access_key_id

@@ -54,6 +54,10 @@ class Lake:
         """The filesystem path of a key; the key is validated so input cannot leave the lake."""
         return f"{self.root}/{safe_key(key)}"
 
+    @property
+    def root_uri(self) -> str:
+        return f"{self._protocol}://{self.root}"
+
     def uri(self, key: str) -> str:
         """A URI a person or another tool can use (file:///... or s3://...)."""
         return f"{self._protocol}://{self.path(key)}"

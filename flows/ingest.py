@@ -1,0 +1,85 @@
+"""The ingestion flow: the pure core of `tasks/ingest.py`, with batches as Prefect tasks.
+
+10,000 feed rows become ceil(10,000 / batch_size) task runs, not 10,000; the I/O concurrency
+lives inside each batch (a thread pool). A batch that keeps failing after its retries fails the
+flow: its exception propagates through `.result()`.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NONE
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from catalog_enhance.tasks.ingest import (
+    BatchResult,
+    IngestSummary,
+    WorkItem,
+    chunked,
+    finish_ingestion,
+    ingest_batch,
+    prepare_ingestion,
+)
+from catalog_enhance.tasks.settings import Settings, load_settings
+from catalog_enhance.tasks.storage import Lake
+
+# Rows named one by one in the log and the table artifact; the quarantine manifest has them all.
+MAX_LISTED = 500
+
+
+@task(name="ingest-batch", retries=2, retry_delay_seconds=[2, 10], cache_policy=NONE)
+def ingest_batch_task(items: list[WorkItem], settings: Settings, feed_dir: str, run_id: str) -> BatchResult:
+    """One batch; a retry re-does it safely (content-addressed writes, manifests written after)."""
+    result = ingest_batch(Lake.from_settings(settings), settings, items, feed_dir=feed_dir, run_id=run_id)
+    get_run_logger().info(
+        "batch of %d: %d new rows, %d unchanged, %d quarantined",
+        len(items), len(result.catalog_rows), result.unchanged, len(result.quarantined),
+    )
+    return result
+
+
+# Batches run two at a time; each already runs `io_concurrency` threads of I/O.
+@flow(name="ingest-catalog", task_runner=ThreadPoolTaskRunner(max_workers=2))
+def ingest_catalog(feed: str, lake_url: str | None = None, batch_size: int | None = None) -> IngestSummary:
+    """Ingest a catalog feed (CSV, Parquet or JSON Lines) into the lake, incrementally."""
+    logger = get_run_logger()
+    settings = load_settings(**({"lake_url": lake_url} if lake_url else {}))
+    lake = Lake.from_settings(settings)
+    run_id = str(flow_run.get_id() or uuid.uuid4())
+    prepared = prepare_ingestion(lake, settings, feed, run_id=run_id)
+    chunks = chunked(prepared.plan.items, batch_size or settings.batch_size)
+    logger.info("%s: %d rows, %d to check in %d batch(es), %d refused at planning",
+                feed, prepared.rows, len(prepared.plan.items), len(chunks), len(prepared.plan.quarantined))
+
+    futures = ingest_batch_task.map(
+        chunks, settings=unmapped(settings), feed_dir=unmapped(prepared.feed_dir), run_id=unmapped(run_id)
+    )
+    results = [future.result() for future in futures]  # raises if a batch failed: the flow fails
+    summary = finish_ingestion(lake, prepared, results)
+
+    for record in summary.quarantine[:MAX_LISTED]:
+        logger.warning("quarantined %s (row %s): %s: %s",
+                       record["sku"], record["feed_row"], record["reason"], record["detail"])
+    if summary.quarantined > MAX_LISTED:
+        logger.warning("... and %d more in %s", summary.quarantined - MAX_LISTED, summary.quarantine_key)
+    logger.info("ingestion: %s", summary.counts())
+    _artifacts(summary, lake)
+    return summary
+
+
+def _artifacts(summary: IngestSummary, lake: Lake) -> None:
+    lines = ["# Catalog ingestion", "", f"Feed `{summary.feed}` into `{lake.url or lake.root}`", "",
+             "| what | value |", "|---|---|"]
+    lines += [f"| {key.strip()} | {value} |" for key, value in summary.counts().items()]
+    create_markdown_artifact(key="ingest-summary", markdown="\n".join(lines), description="Ingestion counts")
+    if summary.quarantine:
+        rows = [
+            {k: r[k] for k in ("sku", "feed_row", "image_uri", "reason", "detail")}
+            for r in summary.quarantine[:MAX_LISTED]
+        ]
+        create_table_artifact(key="ingest-quarantine", table=rows,
+                              description=f"Quarantined rows (all of them in {summary.quarantine_key})")

@@ -1,0 +1,77 @@
+"""make-pairs: LR/HR training pairs from the catalog manifest (the work is in tasks.pairs)."""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+from prefect.runtime import flow_run
+
+from catalog_enhance.data_contracts.contracts import CATALOG
+from catalog_enhance.data_contracts.layout import manifest_key
+from catalog_enhance.tasks.pairs import (
+    ChunkResult,
+    PairJob,
+    PairsConfig,
+    PairsSummary,
+    finish_pairs,
+    make_pairs_for_jobs,
+    plan_pairs,
+    read_pairs_manifest,
+    record_quarantine,
+    summarize,
+)
+from catalog_enhance.tasks.settings import load_settings
+from catalog_enhance.tasks.storage import Lake
+
+
+@task(name="make-pairs-chunk", cache_policy=NONE, retries=2, retry_delay_seconds=5)
+def make_pairs_chunk(lake: Lake, jobs: list[PairJob], config: PairsConfig, io_workers: int) -> ChunkResult:
+    # Safe to retry: pair objects are content-addressed and written only if absent.
+    return make_pairs_for_jobs(lake, jobs, config, io_workers)
+
+
+@flow(name="make-pairs")
+def make_pairs(
+    lake_url: str | None = None,
+    config: PairsConfig | None = None,
+    chunk_size: int | None = None,
+) -> PairsSummary:
+    """Make the missing LR/HR pairs of the current catalog; one task per chunk of images."""
+    started = time.perf_counter()
+    logger = get_run_logger()
+    settings = load_settings(**({"lake_url": lake_url} if lake_url else {}))
+    lake = Lake.from_settings(settings)
+    config = config or PairsConfig()
+    catalog_key = manifest_key("catalog")
+    if not lake.exists(catalog_key):
+        raise FileNotFoundError(f"no catalog manifest at {lake.uri(catalog_key)}: run ingestion first")
+    catalog = CATALOG.check(lake.read_table(catalog_key))
+    existing = read_pairs_manifest(lake)
+
+    plan = plan_pairs(catalog, config, existing)
+    size = chunk_size or settings.batch_size
+    chunks = [plan.jobs[i : i + size] for i in range(0, len(plan.jobs), size)]
+    logger.info(
+        "config %s: %d images, %d to pair in %d chunk(s), %d (image, scale) already paired",
+        plan.config_hash, plan.images_considered, len(plan.jobs), len(chunks), plan.skipped_existing,
+    )
+    results: list[ChunkResult] = []
+    if chunks:
+        futures = make_pairs_chunk.map(unmapped(lake), chunks, unmapped(config), unmapped(settings.io_concurrency))
+        # .result() re-raises a chunk's final failure, so a broken run never ends green.
+        results = [f.result() for f in futures]
+
+    result = finish_pairs(lake, plan, results, existing)
+    appended = record_quarantine(lake, result.quarantine, run_id=str(flow_run.id))
+    summary = summarize(result, appended, time.perf_counter() - started)
+    logger.info(
+        "pairs written %d %s, skipped %d, quarantined %d (%d new), manifest %s",
+        summary.pairs_written, summary.pairs_by_split_scale, summary.skipped_existing,
+        summary.quarantined, summary.quarantine_appended,
+        "rewritten" if summary.manifest_written else "unchanged",
+    )
+    create_markdown_artifact(key="make-pairs-summary", markdown=summary.to_markdown(), description="make-pairs counts")
+    return summary

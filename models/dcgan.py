@@ -1,0 +1,123 @@
+"""DCGAN (Radford, Metz, Chintala: "Unsupervised Representation Learning with Deep Convolutional
+Generative Adversarial Networks", 2016), sized by ``image_size``.
+
+Generator: z -> 4x4 (ConvTranspose 4x4, stride 1) -> doubling ConvTranspose(4, 2, 1) blocks with
+BatchNorm + ReLU -> Tanh image in [-1, 1]. Discriminator: the mirror image with strided convs,
+LeakyReLU(0.2), BatchNorm on every block but the first, and a final 4x4 valid conv to one LOGIT
+per image (no sigmoid: the trainer uses ``BCEWithLogitsLoss``, which is numerically stable).
+``image_size`` is any power of two >= 8 (32, 64, 128 in practice); the number of blocks is
+log2(image_size) - 2, and the widest block has ``base * min(2**(blocks-1), 8)`` channels (capped
+at 8x so 128 px does not double the parameter count again).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .registry import ModelSpec, register
+
+_MAX_WIDTH_MULT = 8
+
+
+def dcgan_block_count(image_size: int) -> int:
+    """Number of resolution-doubling blocks between 4x4 and ``image_size`` (validates the size)."""
+    if image_size < 8 or image_size & (image_size - 1):
+        raise ValueError(f"DCGAN image_size must be a power of two >= 8, got {image_size}")
+    return int(math.log2(image_size)) - 2
+
+
+def dcgan_widths(image_size: int, base: int) -> list[int]:
+    """Channel widths from the 4x4 map upwards to the last hidden map (length = block count)."""
+    blocks = dcgan_block_count(image_size)
+    return [base * min(2 ** (blocks - 1 - i), _MAX_WIDTH_MULT) for i in range(blocks)]
+
+
+def dcgan_init_(module: nn.Module) -> None:
+    """DCGAN init: conv weights N(0, 0.02); BatchNorm scale N(1, 0.02), shift 0. Apply with ``.apply``."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class DCGANGenerator(nn.Module):
+    """(N, z_dim) or (N, z_dim, 1, 1) noise -> (N, channels, image_size, image_size) in [-1, 1]."""
+
+    def __init__(self, z_dim: int = 128, channels: int = 3, image_size: int = 64, base: int = 64) -> None:
+        super().__init__()
+        widths = dcgan_widths(image_size, base)
+        self.z_dim = z_dim
+        self.image_size = image_size
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(z_dim, widths[0], 4, 1, 0, bias=False),  # 1x1 -> 4x4
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        ]
+        for cin, cout in zip(widths, widths[1:]):
+            layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+        layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        self.apply(dcgan_init_)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z.reshape(z.shape[0], self.z_dim, 1, 1))
+
+
+class DCGANDiscriminatorFeatures(nn.Sequential):
+    """Strided-conv trunk: (N, channels, S, S) -> (N, out_channels, 4, 4) after LeakyReLU(0.2).
+
+    Shared by the unconditional discriminator and the conditional projection discriminator.
+    """
+
+    def __init__(self, channels: int = 3, image_size: int = 64, base: int = 64) -> None:
+        widths = list(reversed(dcgan_widths(image_size, base)))  # narrow at full size -> wide at 8x8
+        layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        for cin, cout in zip(widths, widths[1:]):
+            layers += [nn.Conv2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True)]
+        super().__init__(*layers)
+        self.out_channels = widths[-1]
+
+
+class DCGANDiscriminator(nn.Module):
+    """(N, channels, image_size, image_size) in [-1, 1] -> real/fake logits of shape (N,)."""
+
+    def __init__(self, channels: int = 3, image_size: int = 64, base: int = 64) -> None:
+        super().__init__()
+        self.features = DCGANDiscriminatorFeatures(channels, image_size, base)
+        self.classifier = nn.Conv2d(self.features.out_channels, 1, 4, 1, 0)  # 4x4 -> 1x1
+        self.apply(dcgan_init_)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x)).reshape(x.shape[0])
+
+
+class DCGAN(nn.Module):
+    """Container of the two networks; the trainer optimises them separately."""
+
+    def __init__(self, z_dim: int = 128, channels: int = 3, image_size: int = 64, base: int = 64) -> None:
+        super().__init__()
+        self.z_dim = z_dim
+        self.channels = channels
+        self.image_size = image_size
+        self.generator = DCGANGenerator(z_dim, channels, image_size, base)
+        self.discriminator = DCGANDiscriminator(channels, image_size, base)
+
+
+def build_gan(*, z_dim: int = 128, channels: int = 3, image_size: int = 64, base: int = 64) -> DCGAN:
+    return DCGAN(z_dim=z_dim, channels=channels, image_size=image_size, base=base)
+
+
+register(
+    ModelSpec(
+        name="gan",
+        kind="gan",
+        build=build_gan,
+        description="DCGAN generator + discriminator (logits), image_size a power of two (64 by default)",
+    )
+)

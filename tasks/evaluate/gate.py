@@ -1,0 +1,268 @@
+"""The quality gate: which version of a model kind is champion, decided by numbers and recorded.
+
+Each model kind has one primary metric (`PRIMARY_METRIC`, data). A candidate version is promoted
+only if it beats the baseline AND the current champion of its kind, strictly (ties do not
+promote), so a regression can never replace a champion. Every evaluation and every decision,
+promoted or refused, is appended to the evaluations manifest with its reason; enhancement reads
+the champion back with `current_champion`.
+
+Appends read the manifest, add rows and rewrite it atomically (`Lake.write_table`): readers never
+see a half-written table. A process-wide lock serialises appends from threads (Prefect's thread
+pool); two processes appending at the same moment could still lose rows (object stores have no
+compare-and-swap), so evaluation flows do not overlap (deployment concurrency limit 1).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from catalog_enhance.data_contracts.evaluations import EVALUATIONS
+from catalog_enhance.data_contracts.layout import manifest_key
+
+
+@dataclass(frozen=True)
+class PrimaryMetric:
+    """The one number that decides promotion for a model kind."""
+
+    kind: str
+    metric: str  # the `metric` column value in the evaluations manifest
+    scope: str  # the `scope` column value
+    split: str
+    higher_is_better: bool
+    baseline: str  # what the baseline value measures
+    description: str
+
+
+PRIMARY_METRIC: dict[str, PrimaryMetric] = {
+    m.kind: m
+    for m in (
+        PrimaryMetric(
+            "sr", "psnr_y_gain", "scale=2", "test", True, "bicubic",
+            "PSNR-Y gain (dB) over MATLAB bicubic at x2 on the test split; bicubic itself scores 0",
+        ),
+        PrimaryMetric(
+            "gan", "fid", "overall", "test", False, "untrained generator",
+            "FID to the real test images, features from the project's catalog classifier",
+        ),
+        PrimaryMetric(
+            "cgan", "fid", "overall", "test", False, "untrained generator",
+            "FID to the real test images, features from the project's catalog classifier",
+        ),
+        PrimaryMetric(
+            "cyclegan", "psnr_vs_studio", "overall", "test", True, "identity",
+            "PSNR of G(lifestyle) against the true studio image; the baseline is the lifestyle image unchanged",
+        ),
+    )
+}
+
+
+def primary_metric(kind: str) -> PrimaryMetric:
+    try:
+        return PRIMARY_METRIC[kind]
+    except KeyError:
+        raise KeyError(f"no primary metric for model kind {kind!r}; known: {', '.join(PRIMARY_METRIC)}") from None
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str  # names the numbers
+    kind: str
+    metric: str
+    candidate: float
+    baseline: float
+    champion: float | None  # None: there was no champion
+
+
+def _beats(a: float, b: float, higher_is_better: bool, margin: float) -> bool:
+    # Strict: a tie (difference 0) never wins. NaN compares False, so it never wins either.
+    return (a - b if higher_is_better else b - a) > margin
+
+
+def decide_promotion(
+    candidate: float,
+    baseline: float,
+    champion: float | None,
+    kind: str,
+    *,
+    min_improvement: float = 0.0,
+) -> Decision:
+    """Promote iff `candidate` beats `baseline` and (if any) `champion` by more than `min_improvement`,
+    in the direction of `kind`'s primary metric. The reason states the comparison with its numbers."""
+    spec = primary_metric(kind)
+    direction = "higher" if spec.higher_is_better else "lower"
+    head = f"{spec.metric} {candidate:.4f}"
+    against_baseline = f"the baseline ({spec.baseline}) {baseline:.4f}"
+    against_champion = "no champion yet" if champion is None else f"the champion {champion:.4f}"
+
+    def decision(promote: bool, reason: str) -> Decision:
+        return Decision(promote, f"{reason} ({direction} is better)", kind, spec.metric,
+                        float(candidate), float(baseline), None if champion is None else float(champion))
+
+    if not math.isfinite(candidate):
+        return decision(False, f"refused: {spec.metric} of the candidate is {candidate}, not a finite number")
+    if not math.isfinite(baseline):
+        return decision(False, f"refused: the baseline ({spec.baseline}) {spec.metric} is {baseline}, not comparable")
+    if not _beats(candidate, baseline, spec.higher_is_better, min_improvement):
+        verb = "ties" if candidate == baseline else "does not beat"
+        return decision(False, f"refused: {head} {verb} {against_baseline}")
+    if champion is not None and not _beats(candidate, champion, spec.higher_is_better, min_improvement):
+        verb = "ties" if candidate == champion else "does not beat"
+        return decision(False, f"refused: {head} beats {against_baseline} but {verb} {against_champion}")
+    joiner = "; " if champion is None else " and "
+    return decision(True, f"promoted: {head} beats {against_baseline}{joiner}{against_champion}")
+
+
+# -- the evaluations manifest --------------------------------------------------------------------
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def read_evaluations(lake) -> pa.Table:
+    """The evaluations manifest, validated; an empty table if nothing was recorded yet."""
+    key = manifest_key("evaluations")
+    if not lake.exists(key):
+        return EVALUATIONS.empty()
+    return EVALUATIONS.check(lake.read_table(key))
+
+
+_APPEND_LOCK = threading.Lock()
+
+
+def _append(lake, rows: list[dict]) -> None:
+    new = EVALUATIONS.table(rows)  # validated before anything is written
+    with _APPEND_LOCK:
+        table = pa.concat_tables([read_evaluations(lake).cast(new.schema), new])
+        lake.write_table(manifest_key("evaluations"), EVALUATIONS.table(table))
+
+
+def record_evaluation(lake, rows: Iterable[Mapping]) -> int:
+    """Append evaluation rows (record "evaluation"; `evaluated_at` defaults to now); returns the
+    number appended. Rows must meet the EVALUATIONS contract, else nothing is written."""
+    now = _now()
+    rows = [{"record": "evaluation", "evaluated_at": now, **dict(r)} for r in rows]
+    if any(r["record"] != "evaluation" for r in rows):
+        raise ValueError("record_evaluation writes evaluation rows only; use record_promotion for decisions")
+    if rows:
+        _append(lake, rows)
+    return len(rows)
+
+
+def record_promotion(
+    lake,
+    decision: Decision,
+    *,
+    model_name: str,
+    version: str,
+    dataset_hash: str,
+    champion_version: str | None = None,
+    split: str | None = None,
+    evaluated_at: datetime | None = None,
+    run_id: str | None = None,
+) -> dict:
+    """Append the gate's decision (promoted or refused) with its reason; returns the row written."""
+    spec = primary_metric(decision.kind)
+    row = {
+        "record": "decision",
+        "model_name": model_name,
+        "model_kind": decision.kind,
+        "version": version,
+        "metric": decision.metric,
+        "scope": spec.scope,
+        "split": split or spec.split,
+        "value": decision.candidate,
+        "higher_is_better": spec.higher_is_better,
+        "baseline": spec.baseline,
+        "baseline_value": decision.baseline,
+        "champion_version": champion_version,
+        "champion_value": decision.champion,
+        "promoted": decision.promote,
+        "reason": decision.reason,
+        "dataset_hash": dataset_hash,
+        "evaluated_at": evaluated_at or _now(),
+        "run_id": run_id,
+    }
+    _append(lake, [row])
+    return row
+
+
+@dataclass(frozen=True)
+class Champion:
+    model_name: str
+    model_kind: str
+    version: str
+    metric: str
+    value: float
+    dataset_hash: str
+    promoted_at: datetime
+    reason: str
+
+
+def current_champion(lake, model_name_or_kind: str) -> Champion | None:
+    """The champion of a model kind ("sr": srcnn and espcn compete) or, given a model name, that
+    model's latest promoted version; None if nothing was ever promoted."""
+    by = "model_kind" if model_name_or_kind in PRIMARY_METRIC else "model_name"
+    rows = [
+        r for r in read_evaluations(lake).to_pylist()
+        if r["record"] == "decision" and r["promoted"] and r[by] == model_name_or_kind
+    ]
+    if not rows:
+        return None
+    # Latest promotion wins; among equal timestamps, the one appended last.
+    latest = max(enumerate(rows), key=lambda item: (item[1]["evaluated_at"], item[0]))[1]
+    return Champion(
+        model_name=latest["model_name"], model_kind=latest["model_kind"], version=latest["version"],
+        metric=latest["metric"], value=latest["value"], dataset_hash=latest["dataset_hash"],
+        promoted_at=latest["evaluated_at"], reason=latest["reason"],
+    )
+
+
+def promote_if_better(
+    lake,
+    *,
+    model_name: str,
+    kind: str,
+    version: str,
+    candidate: float,
+    baseline: float,
+    dataset_hash: str,
+    champion_value: float | None = None,
+    min_improvement: float = 0.0,
+    run_id: str | None = None,
+) -> Decision:
+    """Gate one candidate against its kind's current champion and record the decision.
+
+    `champion_value`: the champion re-measured on the candidate's data (preferred, so both are
+    scored on the same test set); by default the value recorded when it was promoted.
+    """
+    champion = current_champion(lake, kind)
+    if champion is not None and (champion.model_name, champion.version) == (model_name, version):
+        spec = primary_metric(kind)
+        decision = Decision(False, f"refused: {model_name} {version} is already the champion", kind,
+                            spec.metric, float(candidate), float(baseline), champion.value)
+    else:
+        reference = None if champion is None else (champion.value if champion_value is None else champion_value)
+        decision = decide_promotion(candidate, baseline, reference, kind, min_improvement=min_improvement)
+    record_promotion(
+        lake, decision, model_name=model_name, version=version, dataset_hash=dataset_hash,
+        champion_version=None if champion is None else f"{champion.model_name}:{champion.version}",
+        run_id=run_id,
+    )
+    return decision
+
+
+def primary_value(rows: Iterable[Mapping], kind: str) -> float:
+    """The primary metric's value among evaluation rows of one version (KeyError if absent)."""
+    spec = primary_metric(kind)
+    for row in rows:
+        if row.get("metric") == spec.metric and row.get("scope") == spec.scope:
+            return float(row["value"])
+    raise KeyError(f"no {spec.metric} at scope {spec.scope!r} among the evaluation rows")
