@@ -16,7 +16,9 @@ from prefect.artifacts import create_markdown_artifact
 
 from catalog_enhance.flows.ingest import ingest_catalog
 from catalog_enhance.flows.pairs import make_pairs
+from catalog_enhance.flows.train import DEFAULT_MODELS, train_models
 from catalog_enhance.tasks.ingest import IngestSummary
+from catalog_enhance.tasks.model_registry import latest_version
 from catalog_enhance.tasks.pairs import PairsSummary
 from catalog_enhance.tasks.settings import load_settings
 from catalog_enhance.tasks.storage import Lake
@@ -27,13 +29,31 @@ class NightlySummary:
     lake_uri: str
     ingest: IngestSummary
     pairs: PairsSummary
+    training: list[dict] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def sections(self) -> list[tuple[str, dict]]:
         return [
             ("ingestion", self.ingest.counts()),
             ("pairs", self.pairs.counts()),
+            ("training", {r["name"]: f"{r['version']} ({r['train_seconds']:.0f} s)" for r in self.training}
+             or {"models trained": 0}),
             ("stage seconds", {k: round(v, 1) for k, v in self.seconds.items()}),
+        ]
+
+    def verdicts(self) -> list[str]:
+        """One line per stage saying plainly whether it found anything new."""
+        ingest, pairs = self.ingest, self.pairs
+        changed = ingest.ingested_new + ingest.new_versions
+        return [
+            f"ingestion: {changed} new or changed image(s), {ingest.unchanged} unchanged (not re-read), "
+            f"{ingest.quarantined} quarantined" if changed else
+            f"ingestion: nothing new: all {ingest.unchanged} image(s) unchanged, nothing re-read or re-written"
+            f" ({ingest.quarantined} row(s) quarantined)",
+            f"pairs: {pairs.pairs_written} new pair(s)" if pairs.pairs_written else
+            "pairs: nothing new: every current image already has its pairs",
+            f"training: {len(self.training)} model(s) trained" if self.training else
+            "training: nothing to train: every model has a registered version (use --retrain to retrain)",
         ]
 
     def to_markdown(self) -> str:
@@ -46,8 +66,18 @@ class NightlySummary:
 
 
 @flow(name="nightly-enhancement")
-def nightly(feed: str, lake_url: str | None = None) -> NightlySummary:
-    """Run the whole chain on a catalog feed; a second run over an unchanged feed does nothing."""
+def nightly(
+    feed: str,
+    lake_url: str | None = None,
+    retrain: bool = False,
+    models: list[str] | None = None,
+    preset: str = "cpu",
+) -> NightlySummary:
+    """Run the whole chain on a catalog feed; a second run over an unchanged feed does nothing.
+
+    Training runs for models without a registered version, or for all of `models` when `retrain`
+    (the retrain deployment and a schedule set it); otherwise the registered versions are reused.
+    """
     logger = get_run_logger()
     settings = load_settings(**({"lake_url": lake_url} if lake_url else {}))
     lake = Lake.from_settings(settings)
@@ -61,7 +91,19 @@ def nightly(feed: str, lake_url: str | None = None) -> NightlySummary:
     pairs = make_pairs(lake_url=settings.lake_url)
     seconds["pairs"] = time.perf_counter() - started
 
-    summary = NightlySummary(lake_uri=lake.root_uri, ingest=ingest, pairs=pairs, seconds=seconds)
+    wanted = list(models or DEFAULT_MODELS)
+    to_train = wanted if retrain else [m for m in wanted if latest_version(lake, m) is None]
+    training: list[dict] = []
+    if to_train:
+        started = time.perf_counter()
+        training = train_models(models=to_train, preset=preset, lake_url=settings.lake_url)
+        seconds["train"] = time.perf_counter() - started
+    else:
+        logger.info("every model has a registered version; not retraining (retrain=False)")
+
+    summary = NightlySummary(
+        lake_uri=lake.root_uri, ingest=ingest, pairs=pairs, training=training, seconds=seconds
+    )
     create_markdown_artifact(key="nightly-summary", markdown=summary.to_markdown(), description="Nightly run")
     logger.info("nightly done: %s", {k: round(v, 1) for k, v in seconds.items()})
     return summary

@@ -1,0 +1,215 @@
+"""train-models: one Prefect task per model (the work is in tasks.train and tasks.model_registry).
+
+Each `train-model` task is tagged `gpu`, so a tag concurrency limit (`prefect concurrency-limit
+create gpu 1`) or a GPU work pool can target it; it picks its device itself (cuda, then mps, then
+cpu). A retry resumes from the run's last checkpoint, because the run is named by its config hash.
+
+Sequential by default on CPU: every task already uses all cores through torch's intra-op threads,
+so two trainings at once on 2 cores only split the same FLOPs, thrash the caches (OpenMP threads
+spin-waiting on each other make it far worse than 2x) and hold two datasets in memory, while the
+per-model times stop meaning anything. On a GPU the small SR models leave the device mostly idle,
+so there the tasks are submitted together and the `gpu` tag limit decides how many share it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.cache_policies import NONE
+
+from catalog_enhance.data_contracts.layout import report_key
+from catalog_enhance.models import model_names
+from catalog_enhance.tasks.model_registry import register_version
+from catalog_enhance.tasks.settings import load_settings
+from catalog_enhance.tasks.storage import Lake
+from catalog_enhance.tasks.train import make_config, select_runtime
+from catalog_enhance.tasks.train.loop import LogEvent, LossCurve, train_model
+
+DEFAULT_MODELS = ["srcnn", "espcn", "gan", "cgan", "cyclegan"]
+CURVE_TABLE_ROWS = 50
+
+
+def artifact_key(*parts: str) -> str:
+    """Prefect artifact keys hold lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
+
+
+def curve_table(curve: LossCurve, max_rows: int = CURVE_TABLE_ROWS) -> list[dict]:
+    """The curve in at most `max_rows` rows: each row the mean of every loss over a bucket of steps."""
+    if not curve.steps:
+        return []
+    last = max(curve.steps) + 1
+    bucket = max(1, -(-last // max_rows))
+    sums: dict[int, dict[str, list[float]]] = {}
+    for step, name, value in zip(curve.steps, curve.names, curve.values):
+        sums.setdefault(step // bucket, {}).setdefault(name, []).append(value)
+    rows = []
+    for index in sorted(sums):
+        row = {"step": min((index + 1) * bucket, last)}
+        row.update({name: round(sum(v) / len(v), 6) for name, v in sorted(sums[index].items())})
+        rows.append(row)
+    return rows
+
+
+def loss_curve_png(curve: LossCurve, title: str) -> bytes:
+    """Every loss against the step (raw, faint, and a moving average); log scale when it spans decades."""
+    figure = Figure(figsize=(7, 4), dpi=100)  # no pyplot: no global state, safe from several threads
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    names = sorted(set(curve.names))
+    all_positive = True
+    for name in names:
+        points = [(s, v) for s, n, v in zip(curve.steps, curve.names, curve.values) if n == name]
+        steps = [s for s, _ in points]
+        values = [v for _, v in points]
+        all_positive &= all(v > 0 for v in values)
+        window = max(1, len(values) // 50)
+        smooth = [sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1])
+                  for i in range(len(values))]
+        (line,) = ax.plot(steps, smooth, label=name, linewidth=1.5)
+        ax.plot(steps, values, color=line.get_color(), alpha=0.25, linewidth=0.7)
+    if all_positive and curve.values and max(curve.values) > 20 * min(curve.values):
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if names:
+        ax.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def summary_markdown(row: dict, plot_uri: str) -> str:
+    losses = json.loads(row["final_losses"])
+    metrics = json.loads(row["metrics"])
+    lines = [
+        f"# {row['name']} {row['version']}",
+        "",
+        f"Preset `{row['preset']}`, {row['steps']} steps in {row['train_seconds']:.1f} s on {row['device']}; "
+        f"config `{row['config_hash']}`, data `{row['data_manifest_hash']}`, code `{row['code_version']}`.",
+        "",
+        "| figure | value |",
+        "|---|---|",
+    ]
+    lines += [f"| final {name} | {value:.6g} |" for name, value in sorted(losses.items())]
+    lines += [f"| {name} | {value:.4f} |" for name, value in sorted(metrics.items())]
+    lines += ["", f"Checkpoint: `{row['checkpoint_key']}`", "", f"Loss curve plot: [{plot_uri}]({plot_uri})"]
+    return "\n".join(lines)
+
+
+@task(name="train-model", tags=["gpu"], retries=1, retry_delay_seconds=10, cache_policy=NONE,
+      task_run_name="train-{model}-{preset}")
+def train_model_task(
+    model: str,
+    preset: str = "cpu",
+    overrides: dict | None = None,
+    lake_url: str | None = None,
+    device: str | None = None,
+) -> dict:
+    """Train one model (resuming its run if interrupted), register the version; returns its row."""
+    logger = get_run_logger()
+    lake = Lake.from_settings(load_settings(**({"lake_url": lake_url} if lake_url else {})))
+    config = make_config(model, preset, **(overrides or {}))
+    runtime = select_runtime(device)
+    logger.info("training %s (%s preset, %d steps, run %s) on %s",
+                model, preset, config.steps, config.config_hash(), runtime.describe())
+    progress = create_progress_artifact(0.0, key=artifact_key("train", model, "progress"),
+                                        description=f"training {model}")
+
+    def on_log(event: LogEvent) -> None:
+        losses = " ".join(f"{k}={v:.5g}" for k, v in sorted(event.losses.items()))
+        logger.info("%s step %d/%d %s (%.1f steps/s)", event.model, event.step, event.total_steps, losses,
+                    event.steps_per_second)
+        update_progress_artifact(progress, 100.0 * event.step / event.total_steps)
+
+    result = train_model(config, lake, runtime=runtime, on_log=on_log)
+    if result.resumed_from_step:
+        logger.info("%s resumed from step %d", model, result.resumed_from_step)
+    row = register_version(lake, result)
+
+    plot_key = lake.write_bytes(report_key(row["version"], "loss_curve.png"),
+                                loss_curve_png(result.curve, f"{model} {row['version']}"))
+    create_table_artifact(key=artifact_key("train", model, "loss-curve"), table=curve_table(result.curve),
+                          description=f"{model} {row['version']}: losses, mean per bucket of steps")
+    create_markdown_artifact(key=artifact_key("train", model, "summary"),
+                             markdown=summary_markdown(row, lake.uri(plot_key)),
+                             description=f"{model} {row['version']}")
+    logger.info("%s registered as %s (%.1f s, %s)", model, row["version"], row["train_seconds"],
+                ", ".join(f"{k}={v:.4g}" for k, v in json.loads(row["metrics"]).items()) or "no metrics")
+    return row
+
+
+def _overrides_for(model: str, models: list[str], steps: int | None, overrides: dict | None) -> dict:
+    """Shared overrides apply to every model; a key naming a model holds that model's own."""
+    shared = {k: v for k, v in (overrides or {}).items() if k not in models}
+    own = (overrides or {}).get(model) or {}
+    return {**shared, **own, **({"steps": steps} if steps is not None else {})}
+
+
+@flow(name="train-models")
+def train_models(
+    models: list[str] | None = None,
+    preset: str = "cpu",
+    steps: int | None = None,
+    lake_url: str | None = None,
+    overrides: dict | None = None,
+    device: str | None = None,
+    concurrent: bool | None = None,
+) -> list[dict]:
+    """Train the chosen models (default: all five) and register a version of each.
+
+    `overrides`: {"lr": 1e-3, "data.scale": 3} for every model, {"srcnn": {...}} for one.
+    `concurrent`: default sequential on CPU, together elsewhere (see the module docstring).
+    Fails, after the others have finished, if any model's training failed.
+    """
+    logger = get_run_logger()
+    models = list(models or DEFAULT_MODELS)
+    unknown = [m for m in models if m not in model_names()]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; known: {model_names()}")
+    for model in models:  # a bad preset or override fails now, before hours of training
+        make_config(model, preset, **_overrides_for(model, models, steps, overrides))
+    if concurrent is None:
+        concurrent = select_runtime(device).device.type != "cpu"
+    logger.info("training %s on the %s preset, %s", models, preset, "concurrently" if concurrent else "one at a time")
+
+    futures = {}
+    for model in models:
+        futures[model] = train_model_task.submit(
+            model, preset, _overrides_for(model, models, steps, overrides), lake_url, device
+        )
+        if not concurrent:
+            futures[model].wait()
+    rows, failed = [], []
+    for model, future in futures.items():
+        future.wait()
+        if future.state.is_completed():
+            rows.append(future.result())
+        else:
+            failed.append(f"{model}: {future.state.message or future.state.name}")
+    if rows:
+        table = [
+            {"model": r["name"], "version": r["version"], "seconds": round(r["train_seconds"], 1),
+             "final losses": r["final_losses"], "val metric": r["val_metric_name"] or "",
+             "value": None if r["val_metric"] is None else round(r["val_metric"], 4)}
+            for r in rows
+        ]
+        create_table_artifact(key="train-models-summary", table=table, description=f"{preset} preset")
+    if failed:
+        # A failed task does not fail its flow by itself: raise, so the run is not green.
+        raise RuntimeError(f"training failed for {len(failed)} of {len(models)} model(s): " + "; ".join(failed))
+    return rows
