@@ -3,6 +3,8 @@
 The catalog manifest (contract CATALOG, latest version per sku) names a normalised PNG per row.
 Each image is composited onto white (RGBA), brought to a square of the model's ``image_size`` and
 kept in memory as uint8, so a cpu-preset run reads the lake once and then trains at tensor speed.
+Batches come through ``data.StepLoader`` (a DataLoader over ``CatalogImages`` whose batch of step k
+depends only on (seed, k)), so a resumed run sees the same images, crops and flips.
 
 Square fitting: ``fit="pad"`` (the default) scales the long side to ``image_size`` with Lanczos and
 pads the short side with the image's own border colour (the median of its outermost pixels: white

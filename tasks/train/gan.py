@@ -283,7 +283,8 @@ class CGANTrainer(GANTrainer):
 
 
 # Presets. tiny: seconds, for tests (a 5x LR so that 150 steps visibly move the generator).
-# cpu: `make demo` on 2 cores, a few minutes each. gpu: DCGAN paper scale (64 px, base 64, batch 128).
+# cpu: `make demo` on 2 cores, 2-3 minutes each (32 px, base 32, 2000 steps of 64).
+# gpu: DCGAN paper scale (64 px, base 64, batch 128).
 _GAN_TINY = {
     "steps": 150, "batch_size": 16, "lr": 1e-3, "checkpoint_every": 50, "log_every": 25,
     "model_kwargs": {"z_dim": 16, "base": 16},
