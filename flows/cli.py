@@ -134,6 +134,60 @@ def _print_training(rows: list[dict]) -> None:
 
 
 @app.command()
+def enhance(
+    input: Annotated[
+        Optional[str],
+        typer.Option("--input", help="Ad hoc: a folder of images or a feed (CSV, Parquet, JSONL); default: the lake's catalog"),
+    ] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", help="Ad hoc: folder for <name>.png and enhance_summary.csv (with --input)")
+    ] = None,
+    feed: Annotated[Optional[str], typer.Option(help="Catalog run: ingest this feed first")] = None,
+    scale: Annotated[int, typer.Option(help="Upscaling factor (the model's own)")] = 2,
+    target_long_side: Annotated[Optional[int], typer.Option(help="Exact output long side instead of a scale, e.g. 2048")] = None,
+    style_transform: Annotated[bool, typer.Option(help="Then the CycleGAN studio transform (lifestyle images)")] = False,
+    model: Annotated[Optional[str], typer.Option(help="SR model name or version; default: the champion")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu | cuda | cuda:N | mps; default: automatic")] = None,
+    lake: LakeOption = None,
+) -> None:
+    """Enhance the catalog with the champion SR model (only images without an output yet), or, with
+    --input/--output, a folder or feed of images, through the same per-image code."""
+    settings = _settings(lake)
+    if input is None:
+        if output is not None:
+            console.print("[red]--output goes with --input[/red] (catalog runs write to the lake)")
+            raise typer.Exit(2)
+        from catalog_enhance.flows.enhance import enhance as enhance_flow
+        from catalog_enhance.flows.runners import task_runner_for
+
+        summary = enhance_flow.with_options(task_runner=task_runner_for(settings, max_workers=2))(
+            feed=feed, lake_url=settings.lake_url, scale=scale, target_long_side=target_long_side,
+            style_transform=style_transform, model=model, device=device,
+        )
+        _print_counts("enhancement", summary.counts())
+        console.print(summary.verdict())
+        return
+    if output is None or feed is not None:
+        console.print("[red]--input needs --output[/red] (and takes no --feed: pass the feed as --input)")
+        raise typer.Exit(2)
+    from catalog_enhance.tasks.enhance_catalog import EnhanceParams, enhance_folder, load_for_params
+    from catalog_enhance.tasks.storage import Lake
+    from catalog_enhance.tasks.train.runtime import select_runtime
+
+    params = EnhanceParams(scale=scale, target_long_side=target_long_side, style_transform=style_transform)
+    runtime = select_runtime(device)
+    choice, models = load_for_params(Lake.from_settings(settings), params, model=model, runtime=runtime)
+    console.print(f"model {choice.sr.ref.version} ({choice.sr.source})")
+    result = enhance_folder(input, output, models, params, runtime=runtime, settings=settings)
+    _print_counts("ad-hoc enhancement", result.counts())
+    for item in result.items:
+        if item["status"] == "failed":
+            console.print(f"[yellow]failed[/yellow] {item['input']}: {item['reason']}: {item['detail']}")
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
 def nightly(
     feed: Annotated[str, typer.Option(help="Catalog feed to ingest")],
     retrain: Annotated[bool, typer.Option(help="Retrain every model even if a version exists")] = False,

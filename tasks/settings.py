@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     allowed_uri_schemes: list[str] = Field(default_factory=lambda: ["file", "s3", "http", "https"])
     io_concurrency: int = 16
     batch_size: int = 256
+    # A running Dask scheduler (tcp://host:8786): flows fan their tasks out to it
+    # (flows/runners.py); unset, they run on local threads.
+    dask_address: str | None = None
 
     @field_validator("lake_url")
     @classmethod
