@@ -88,3 +88,10 @@ def enhanced_image_key(model_name: str, version: str, params_hash: str, input_sh
 def training_curve_key(model_name: str, run: str) -> str:
     """The loss curve (Parquet) of one training run, beside its checkpoints."""
     return safe_key("checkpoints", model_name, run, "curve.parquet")
+
+
+def feature_extractor_key(fingerprint: str) -> str:
+    """The evaluation's trained feature extractor (catalog classifier), keyed by the fingerprint of
+    its training data and settings, so it is trained once per catalog."""
+    return safe_key("evaluation", "feature_extractor", fingerprint, "classifier.pt")
+

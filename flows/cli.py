@@ -134,6 +134,67 @@ def _print_training(rows: list[dict]) -> None:
 
 
 @app.command()
+def evaluate(
+    models: Annotated[Optional[list[str]], typer.Argument(help="Models or versions; default: every new version")] = None,
+    lake: LakeOption = None,
+) -> None:
+    """Evaluate every new model version on the held-out test split, gate it, write the HTML report."""
+    settings = _settings(lake)
+    from catalog_enhance.flows.evaluate import evaluate_models
+
+    try:
+        summary = evaluate_models(lake_url=settings.lake_url, models=models or None)
+    except RuntimeError as exc:  # some version failed; the others were evaluated and the report written
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    _print_champions(summary)
+
+
+def _print_champions(summary) -> None:
+    table = Table(title="gate decisions and champions (reasons: in the report and the evaluations manifest)")
+    for column in ("version", "primary metric", "value", "baseline", "champion"):
+        table.add_column(column, overflow="fold")
+    for row in summary.champion_rows():
+        value = "-" if row["value"] is None or row["value"] != row["value"] else f"{row['value']:.4g}"
+        base = "" if row["baseline_value"] is None else f" {row['baseline_value']:.4g}"
+        table.add_row(row["version"], row["primary_metric"], value, f"{row['baseline']}{base}",
+                      "[green]yes[/green]" if row["promoted"] else "no")
+    console.print(table)
+    sr = summary.champions.get("sr")
+    if sr is not None:
+        console.print(f"SR champion {sr.model_name} {sr.version}: PSNR-Y gain over bicubic at x2 (test split) "
+                      f"[bold]{sr.value:+.3f} dB[/bold]")
+    if summary.nothing_new:
+        console.print("evaluation: nothing new to evaluate")
+    console.print(f"report: [bold]{summary.report_uri or 'none yet'}[/bold]")
+
+
+@app.command("evaluate-sr")
+def evaluate_sr(
+    images: Annotated[Path, typer.Option(help="Folder of high-resolution photos (recursive; sub-folders = categories)")],
+    scale: Annotated[int, typer.Option(help="2, 3 or 4")] = 2,
+    model: Annotated[
+        Optional[str], typer.Option(help="SR model name (newest version) or exact version; default: the champion")
+    ] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Per-image CSV (summary beside it, .summary.csv)")] = None,
+    lake: LakeOption = None,
+) -> None:
+    """Score bicubic, the classical enhancers and an SR model on your own photos, degraded like the training pairs."""
+    settings = _settings(lake)
+    from catalog_enhance.flows.evaluate import evaluate_sr_command
+    from catalog_enhance.tasks.evaluate.sr_eval import sr_summary_table
+
+    try:
+        result = evaluate_sr_command(images, scale, model=model, lake_url=settings.lake_url, out=out)
+    except (ValueError, KeyError, NotADirectoryError) as exc:
+        console.print(f"[red]evaluate-sr:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(result.note)
+    console.print(sr_summary_table(result.summary))
+    console.print(f"per-image scores: {result.csv_path}\nsummary: {result.summary_csv_path}")
+
+
+@app.command()
 def enhance(
     input: Annotated[
         Optional[str],
@@ -203,9 +264,12 @@ def nightly(
         _print_counts(title, counts)
     if summary.training:
         _print_training(summary.training)
+    _print_champions(summary.evaluation)
     for line in summary.verdicts():
         console.print(line)
     console.print(f"lake: [bold]{summary.lake_uri}[/bold]")
+    console.print(f"  enhanced images: {summary.lake_uri}/enhanced/  (lineage: manifests/enhancements.parquet)")
+    console.print(f"  manifests:       {summary.lake_uri}/manifests/")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -15,11 +15,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from catalog_enhance.flows.enhance import enhance as enhance_catalog
+from catalog_enhance.flows.evaluate import evaluate_models
 from catalog_enhance.flows.ingest import ingest_catalog
 from catalog_enhance.flows.pairs import make_pairs
 from catalog_enhance.flows.runners import task_runner_for
 from catalog_enhance.flows.train import DEFAULT_MODELS, train_models
 from catalog_enhance.tasks.enhance_catalog import EnhanceSummary
+from catalog_enhance.tasks.evaluate.pipeline import EvaluationSummary
 from catalog_enhance.tasks.ingest import IngestSummary
 from catalog_enhance.tasks.model_registry import latest_version
 from catalog_enhance.tasks.pairs import PairsSummary
@@ -33,6 +35,7 @@ class NightlySummary:
     ingest: IngestSummary
     pairs: PairsSummary
     training: list[dict] = field(default_factory=list)
+    evaluation: EvaluationSummary | None = None
     enhancement: EnhanceSummary | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -42,6 +45,7 @@ class NightlySummary:
             ("pairs", self.pairs.counts()),
             ("training", {r["name"]: f"{r['version']} ({r['train_seconds']:.0f} s)" for r in self.training}
              or {"models trained": 0}),
+            *([("champions", self._champions())] if self.evaluation else []),
             *([("enhancement", self.enhancement.counts())] if self.enhancement else []),
             ("stage seconds", {k: round(v, 1) for k, v in self.seconds.items()}),
         ]
@@ -59,8 +63,29 @@ class NightlySummary:
             "pairs: nothing new: every current image already has its pairs",
             f"training: {len(self.training)} model(s) trained" if self.training else
             "training: nothing to train: every model has a registered version (use --retrain to retrain)",
+            *([self._evaluation_verdict()] if self.evaluation else []),
             *([self.enhancement.verdict()] if self.enhancement else []),
         ]
+
+    def _champions(self) -> dict[str, str]:
+        return {
+            kind: f"{c.model_name} {c.version} ({c.value:.4g})" if c is not None else "none yet"
+            for kind, c in self.evaluation.champions.items()
+        }
+
+    def quarantined(self) -> list[dict]:
+        """Everything this night quarantined, with its stage and reason."""
+        records = [dict(r, stage="ingest") for r in self.ingest.quarantine]
+        if self.enhancement is not None:
+            records += [dict(r, stage="enhance") for r in self.enhancement.quarantine]
+        return records
+
+    def _evaluation_verdict(self) -> str:
+        ev = self.evaluation
+        if ev.nothing_new:
+            return "evaluation: nothing new to evaluate"
+        promoted = sum(r.promoted for r in ev.results)
+        return f"evaluation: {len(ev.results)} version(s) evaluated, {promoted} promoted; report {ev.report_uri}"
 
     def to_markdown(self) -> str:
         lines = ["# Nightly run", "", f"Lake: `{self.lake_uri}`", ""]
@@ -68,6 +93,13 @@ class NightlySummary:
             lines += [f"## {title}", "", "| what | value |", "|---|---|"]
             lines += [f"| {k.strip()} | {v} |" for k, v in counts.items()]
             lines.append("")
+        quarantined = self.quarantined()
+        if quarantined:
+            lines += [f"## quarantined ({len(quarantined)}, first {min(len(quarantined), 50)})", "",
+                      "| stage | sku | reason | detail |", "|---|---|---|---|"]
+            lines += [f"| {r['stage']} | {r.get('sku')} | {r.get('reason')} | {r.get('detail')} |"
+                      for r in quarantined[:50]]
+        lines += ["", *self.verdicts()]
         return "\n".join(lines)
 
 
@@ -110,6 +142,11 @@ def nightly(
     else:
         logger.info("every model has a registered version; not retraining (retrain=False)")
 
+    # Always: it evaluates only versions without a gate decision, so an unchanged night does nothing.
+    started = time.perf_counter()
+    evaluation = evaluate_models(lake_url=settings.lake_url)
+    seconds["evaluate"] = time.perf_counter() - started
+
     started = time.perf_counter()
     # No feed: ingestion already ran above. Scale-out follows CE_DASK_ADDRESS when it is set.
     enhancement = enhance_catalog.with_options(task_runner=task_runner_for(settings, max_workers=2))(
@@ -119,7 +156,8 @@ def nightly(
     seconds["enhance"] = time.perf_counter() - started
 
     summary = NightlySummary(
-        lake_uri=lake.root_uri, ingest=ingest, pairs=pairs, training=training, enhancement=enhancement,
+        lake_uri=lake.root_uri, ingest=ingest, pairs=pairs, training=training, evaluation=evaluation,
+        enhancement=enhancement,
         seconds=seconds,
     )
     create_markdown_artifact(key="nightly-summary", markdown=summary.to_markdown(), description="Nightly run")

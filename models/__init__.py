@@ -5,7 +5,7 @@ Importing this package imports every architecture module, and each one registers
 plus one import line below.
 """
 
-from . import cgan, cyclegan, dcgan, espcn, srcnn  # noqa: F401  (each registers itself on import)
+from . import catalog_classifier, cgan, cyclegan, dcgan, espcn, srcnn  # noqa: F401  (each registers itself on import)
 from .registry import MODEL_KINDS, ModelSpec, build_model, get_spec, model_names, register
 
 __all__ = ["MODEL_KINDS", "ModelSpec", "build_model", "get_spec", "model_names", "register"]

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-#: The training families; the trainer picks its loop by ``ModelSpec.kind``.
-MODEL_KINDS: tuple[str, ...] = ("sr", "gan", "cgan", "cyclegan")
+#: The training families; the trainer picks its loop by ``ModelSpec.kind``. "classifier" is the
+#: evaluation's own feature extractor (trained by tasks.evaluate.feature_extractor, never gated).
+MODEL_KINDS: tuple[str, ...] = ("sr", "gan", "cgan", "cyclegan", "classifier")
 
 
 @dataclass(frozen=True)

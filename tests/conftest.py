@@ -76,3 +76,19 @@ def s3_lake_url(s3_server, request):
 
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:30].strip("-")
     return f"s3://ce-{name}-{uuid.uuid4().hex[:8]}/lake"
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tests train and run tiny models: one torch thread each is faster on a busy 2-core machine
+    than two threads waiting on each other, and keeps results independent of the core count."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

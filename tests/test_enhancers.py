@@ -22,13 +22,6 @@ from catalog_enhance.tasks.evaluate.sr_metrics import quantize
 from catalog_enhance.tasks.resize import imresize, rgb_to_ycbcr, rgb_to_y
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _textured(h: int = 12, w: int = 10, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)

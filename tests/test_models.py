@@ -301,10 +301,11 @@ def test_history_buffer_is_deterministic_and_resumable():
 
 
 def test_registry_lists_every_architecture_by_kind():
-    assert model_names() == ["cgan", "cyclegan", "espcn", "gan", "srcnn"]
+    assert model_names() == ["catalog_classifier", "cgan", "cyclegan", "espcn", "gan", "srcnn"]
     assert model_names("sr") == ["espcn", "srcnn"]
     assert model_names(kind="cyclegan") == ["cyclegan"]
-    assert {get_spec(name).kind for name in model_names()} == {"sr", "gan", "cgan", "cyclegan"}
+    assert model_names(kind="classifier") == ["catalog_classifier"]
+    assert {get_spec(name).kind for name in model_names()} == {"sr", "gan", "cgan", "cyclegan", "classifier"}
 
 
 def test_unknown_model_name_lists_the_known_ones():

@@ -7,7 +7,6 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 from rich.console import Console
 
@@ -23,13 +22,6 @@ from catalog_enhance.tasks.evaluate.sr_eval import (
 from catalog_enhance.tasks.evaluate.sr_metrics import psnr_y, quantize
 from catalog_enhance.tasks.resize import imresize
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _hr(seed: int, size: int = 24) -> np.ndarray:

@@ -31,13 +31,6 @@ from catalog_enhance.tasks.train.loop import train_model
 CPU = select_runtime("cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture()
 def catalog(lake):
