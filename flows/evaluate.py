@@ -84,6 +84,9 @@ def evaluate_models(
     sr = evaluate_sr_task(lake_url, [r for r in pending if r["kind"] == "sr"], () if models else SCALES, run_id)
     summary.results += sr.results
     summary.failures += sr.failures
+    summary.deferred += sr.deferred
+    for item in sr.deferred:
+        logger.warning("not evaluated yet (stays pending): %s", item)
     summary.baselines_recorded = sr.baselines_recorded
     extractors = ExtractorCache(lake, ClassifierSettings(**(classifier or {})))
     for row in pending:

@@ -82,6 +82,8 @@ class NightlySummary:
 
     def _evaluation_verdict(self) -> str:
         ev = self.evaluation
+        if ev.deferred and not ev.results:
+            return f"evaluation: {len(ev.deferred)} version(s) deferred: {'; '.join(ev.deferred)}"
         if ev.nothing_new:
             return "evaluation: nothing new to evaluate"
         promoted = sum(r.promoted for r in ev.results)

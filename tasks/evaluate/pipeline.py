@@ -83,6 +83,9 @@ class EvaluationSummary:
 
     results: list[VersionResult] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # "model version: reason"
+    # Versions that cannot be judged yet (no held-out data): they stay pending, nothing is recorded,
+    # and the run does not fail: a catalog too small for a test split is not a broken model.
+    deferred: list[str] = field(default_factory=list)
     champions: dict[str, Champion | None] = field(default_factory=dict)
     champion_baselines: dict[str, float] = field(default_factory=dict)  # kind -> baseline value at promotion
     extractors: dict[int, dict] = field(default_factory=dict)  # image size -> FeatureExtractor.describe()
@@ -149,6 +152,8 @@ class EvaluationSummary:
                           f"on {info['test_images']} test images (majority class {_fmt(info['chance_accuracy'])})."]
         if self.failures:
             lines += ["", "## Failures", ""] + [f"- {f}" for f in self.failures]
+        if self.deferred:
+            lines += ["", "## Deferred (not enough held-out data yet)", ""] + [f"- {d}" for d in self.deferred]
         return "\n".join(lines)
 
 
@@ -255,6 +260,7 @@ def _refuse_sr(lake: Lake, *, model_name: str, kind: str, version: str, rows: li
 class SRRun:
     results: list[VersionResult] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)
     baselines_recorded: list[int] = field(default_factory=list)
     scale_results: dict[int, SRScaleResult] = field(default_factory=dict)
 
@@ -301,7 +307,7 @@ def evaluate_sr_versions(lake: Lake, rows: Iterable[dict], *, scales: Sequence[i
         result = evaluate_sr_scale(lake, scale, models, max_images=max_images)
         run.scale_results[scale] = result
         if result.n_images == 0:
-            run.failures += [f"{r['name']} {r['version']}: no test pairs at x{scale}" for r in versions]
+            run.deferred += [f"{r['name']} {r['version']}: no test pairs at x{scale}" for r in versions]
             continue
         if need_baselines:
             record_evaluation(lake, [{**row, "run_id": run_id} for row in result.baseline_rows()])
@@ -428,6 +434,7 @@ def evaluate_pending(
     results, failures = evaluate_generative_versions(lake, pending, extractors, run_id=run_id)
     summary.results = sr.results + results
     summary.failures = sr.failures + failures
+    summary.deferred = sr.deferred
     summary.baselines_recorded = sr.baselines_recorded
     summary.extractors = extractors.described()
     summary.champions, summary.champion_baselines = current_champions(lake)
