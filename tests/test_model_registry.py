@@ -8,7 +8,6 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 import pytest
-import torch
 from PIL import Image
 from sr_lake import build_sr_lake
 
@@ -28,13 +27,6 @@ from catalog_enhance.tasks.train import make_config
 from catalog_enhance.tasks.train.checkpoint import load_checkpoint
 from catalog_enhance.tasks.train.loop import LossCurve, train_model
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture()

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from prefect import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -31,15 +30,7 @@ def load_script():
     return module
 
 
-@pytest.fixture()
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_screenshot_shows_the_finished_nightly_run(tmp_path, one_thread):
+def test_screenshot_shows_the_finished_nightly_run(tmp_path):
     feed = build_sample_catalog(tmp_path / "shop", tmp_path / "cache", source="skimage", max_objects=2,
                                 canvas=192).feed_path
     with prefect_server(tmp_path / "prefect") as server:

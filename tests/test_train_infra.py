@@ -30,13 +30,6 @@ from catalog_enhance.tasks.train.runtime import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # -- runtime ---------------------------------------------------------------------------------------
 

@@ -18,13 +18,6 @@ from catalog_enhance.tasks.train.runtime import seed_everything
 from catalog_enhance.tasks.train.sr import learning_rate, validate
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _dataset(lake, rows, **kwargs) -> SRPairDataset:
     images = LakeImages(lake, [k for r in rows for k in (r["hr_key"], r["lr_key"])], preload=True)
