@@ -8,7 +8,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 # Idle OpenMP threads sleep instead of spinning (spinning made 2-core training 5x slower under load).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install browser demo test clean
+.PHONY: install browser demo test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ browser:
 test: $(STAMP) browser
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# Benchmarks (issue 6): quality, throughput, incremental cost, S3; writes bench/RESULTS.md and
+# bench/*.png, ~25 min on 2 cores. Not tests: nothing here asserts on time.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf lake sample_catalog

@@ -37,7 +37,7 @@ def ingest_batch_task(items: list[WorkItem], settings: Settings, feed_dir: str, 
     result = ingest_batch(Lake.from_settings(settings), settings, items, feed_dir=feed_dir, run_id=run_id)
     get_run_logger().info(
         "batch of %d: %d new rows, %d unchanged, %d quarantined",
-        len(items), len(result.catalog_rows), result.unchanged, len(result.quarantined),
+        len(items), result.new_rows, result.unchanged, len(result.quarantined),
     )
     return result
 

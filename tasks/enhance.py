@@ -661,8 +661,12 @@ def translate_full_resolution(
 _SRGB_PERCEPTUAL = b"\x00"  # PNG sRGB chunk payload: rendering intent 0 (perceptual)
 
 
-def encode_png(array: np.ndarray, icc_profile: bytes | None = None, *, compress_level: int = 6) -> bytes:
+def encode_png(array: np.ndarray, icc_profile: bytes | None = None, *, compress_level: int = 6,
+               strategy: int | None = None) -> bytes:
     """Encode a uint8 (H, W, 3|4) RGB(A) array as PNG bytes, deterministically.
+
+    ``compress_level`` and ``strategy`` (a zlib strategy such as ``zlib.Z_RLE``; default zlib's
+    own) trade encoding time for size; the pixels are the same either way.
 
     With ``icc_profile`` (e.g. the source image's ``info["icc_profile"]``) it is embedded as an
     iCCP chunk, so the output keeps the input's colour profile; without one the image is marked
@@ -674,6 +678,8 @@ def encode_png(array: np.ndarray, icc_profile: bytes | None = None, *, compress_
         raise ValueError(f"expected a uint8 (H, W, 3|4) array, got {array.dtype} {array.shape}")
     image = Image.fromarray(array)  # uint8 (H, W, 3|4) -> RGB | RGBA
     options: dict = {"format": "PNG", "compress_level": compress_level, "optimize": False}
+    if strategy is not None:
+        options["compress_type"] = strategy
     if icc_profile:
         options["icc_profile"] = icc_profile
     else:

@@ -21,7 +21,9 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
+import threading
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -284,13 +286,35 @@ def chunked(items: Sequence, size: int) -> list[list]:
 
 
 # -- ingesting -------------------------------------------------------------------------------
+# Decoding is CPU and memory work (pixels, colour conversion, PNG encoding, sharpness: ~10x the
+# file's size, hundreds of MB for a large photo); fetching is waiting. So `io_concurrency` threads
+# fetch, and hand the decoding to a few long-lived threads, one per core, process-wide: more
+# cannot decode faster, each decode in flight holds one more working set, and each thread that
+# ever decoded keeps a malloc arena grown to a working set. With every fetch thread decoding, the
+# ingesting process's peak grew with the feed until all 16 arenas had (bench/NOTES.md).
+_DECODERS: tuple[int, ThreadPoolExecutor] | None = None
+_DECODERS_LOCK = threading.Lock()
+
+
+def _decoders() -> ThreadPoolExecutor:
+    """This process's decoding threads (made on first use; a forked child makes its own)."""
+    global _DECODERS
+    with _DECODERS_LOCK:
+        if _DECODERS is None or _DECODERS[0] != os.getpid():
+            _DECODERS = (os.getpid(), ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
+                                                         thread_name_prefix="ingest-decode"))
+        return _DECODERS[1]
+
+
 @dataclass
 class BatchResult:
-    catalog_rows: list[dict] = field(default_factory=list)  # new SKUs and new versions
+    catalog_rows: list[dict] = field(default_factory=list)  # new SKUs and new versions, not yet compacted
     refreshed_rows: list[dict] = field(default_factory=list)  # same version, new fingerprint/URI
     unchanged: int = 0  # skipped by fingerprint: not read, not written
     quarantined: list[dict] = field(default_factory=list)
     objects_written: int = 0
+    # New catalog rows of finished batches as CATALOG tables (see `compact`).
+    catalog_tables: list[pa.Table] = field(default_factory=list)
 
     def extend(self, other: "BatchResult") -> None:
         self.catalog_rows += other.catalog_rows
@@ -298,6 +322,32 @@ class BatchResult:
         self.unchanged += other.unchanged
         self.quarantined += other.quarantined
         self.objects_written += other.objects_written
+        self.catalog_tables += other.catalog_tables
+
+    def compact(self) -> "BatchResult":
+        """Move `catalog_rows` into a validated CATALOG table (done at the end of every batch).
+
+        Why: a row dict with its strings takes ~3 KB of Python objects, made in the I/O threads
+        between the image buffers, so holding every row until the manifest is written made peak
+        memory grow with the feed (1k -> 10k rows: +94 MiB, measured in bench/NOTES.md). As
+        Arrow columns a row takes a few hundred bytes, allocated apart from the image buffers.
+        """
+        if self.catalog_rows:
+            self.catalog_tables.append(CATALOG.table(self.catalog_rows))
+            self.catalog_rows = []
+        return self
+
+    def new_catalog(self) -> list[pa.Table]:
+        """Every new catalog row (compacted or not), as CATALOG tables (not concatenated: the
+        merge concatenates them with the manifest once, instead of copying them twice)."""
+        tables = [t for t in self.catalog_tables if t.num_rows]
+        if self.catalog_rows:
+            tables.append(CATALOG.table(self.catalog_rows))
+        return tables
+
+    @property
+    def new_rows(self) -> int:
+        return len(self.catalog_rows) + sum(t.num_rows for t in self.catalog_tables)
 
 
 def ingest_batch(
@@ -322,7 +372,7 @@ def ingest_batch(
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
         for outcome in pool.map(one, items):
             result.extend(outcome)
-    return result
+    return result.compact()
 
 
 def _ingest_one(lake: Lake, settings: Settings, item: WorkItem, *, feed_dir: str, now: datetime,
@@ -350,7 +400,8 @@ def _ingest_one(lake: Lake, settings: Settings, item: WorkItem, *, feed_dir: str
             catalog_row = _catalog_row(row, image, previous, fingerprint, now, run_id)
             return BatchResult(catalog_rows=[catalog_row])
 
-        normal = decode_untrusted(data, max_pixels=settings.max_image_pixels, name=_name(row))
+        normal = _decoders().submit(decode_untrusted, data, max_pixels=settings.max_image_pixels,
+                                    name=_name(row)).result()
     except ImageRejected as exc:
         return BatchResult(quarantined=[quarantine_record(row, exc.reason, f"SKU {row.sku}: {exc.detail}")])
 
@@ -428,14 +479,32 @@ def latest_by_sku(table: pa.Table) -> dict[str, dict]:
     return {row["sku"]: row for row in current_catalog(table).to_pylist()}
 
 
-def merge_manifest(existing: pa.Table, new_rows: Sequence[dict], refreshed_rows: Sequence[dict] = ()) -> pa.Table:
+def _sku_version_keys(table: pa.Table) -> pa.ChunkedArray:
+    return pc.binary_join_element_wise(table["sku"], pc.cast(table["version"], pa.string()), "\x00")
+
+
+def merge_manifest(existing: pa.Table, new_rows: Sequence[dict] | Sequence[pa.Table] | None,
+                   refreshed_rows: Sequence[dict] = ()) -> pa.Table:
     """The new catalog: every earlier version kept, refreshed rows updated in place, new rows
-    appended; sorted by (sku, version) so the same content always gives the same table."""
-    patch = {(r["sku"], r["version"]): r for r in refreshed_rows}
-    rows = [patch.get((r["sku"], r["version"]), r) for r in existing.to_pylist()]
-    rows += list(new_rows)
-    rows.sort(key=lambda r: (r["sku"], r["version"]))
-    return CATALOG.table(rows) if rows else CATALOG.empty()
+    appended; sorted by (sku, version) so the same content always gives the same table.
+
+    Merged as Arrow tables, never as one Python dict per row (a 10k-row catalog would cost
+    ~30 MB of dicts at the moment of the merge)."""
+    parts = [existing]
+    if refreshed_rows:
+        patched = CATALOG.table(list(refreshed_rows))
+        keep = pc.invert(pc.is_in(_sku_version_keys(existing), value_set=_sku_version_keys(patched).combine_chunks()))
+        parts = [existing.filter(keep), patched]
+    new_rows = list(new_rows or ())
+    if all(isinstance(part, pa.Table) for part in new_rows):
+        parts += new_rows
+    else:
+        parts.append(CATALOG.table(new_rows))
+    parts = [CATALOG.table(part) for part in parts if part.num_rows]  # each in its own label columns
+    if not parts:
+        return CATALOG.empty()
+    table = pa.concat_tables(parts, promote_options="default")
+    return CATALOG.table(table.sort_by([("sku", "ascending"), ("version", "ascending")]))
 
 
 def append_quarantine(existing: pa.Table, records: Sequence[dict], *, run_id: str, now: datetime) -> pa.Table | None:
@@ -516,19 +585,20 @@ def finish_ingestion(lake: Lake, prepared: PreparedIngestion, results: Iterable[
     quarantine = prepared.plan.quarantined + total.quarantined
     now = datetime.now(timezone.utc)
     written: list[str] = []
-    if total.catalog_rows or total.refreshed_rows:
-        catalog = merge_manifest(prepared.catalog, total.catalog_rows, total.refreshed_rows)
+    new_catalog = total.new_catalog()
+    if new_catalog or total.refreshed_rows:
+        catalog = merge_manifest(prepared.catalog, new_catalog, total.refreshed_rows)
         written.append(lake.write_table(manifest_key("catalog"), catalog))
     if quarantine:
         log = append_quarantine(load_quarantine(lake), quarantine, run_id=prepared.run_id, now=now)
         if log is not None:
             written.append(lake.write_table(manifest_key("quarantine"), log))
-    new_versions = sum(1 for r in total.catalog_rows if r["version"] > 1)
+    new_versions = sum(int(pc.sum(pc.greater(t["version"], 1)).as_py() or 0) for t in new_catalog)
     return IngestSummary(
         feed=prepared.feed,
         run_id=prepared.run_id,
         rows=prepared.rows,
-        ingested_new=len(total.catalog_rows) - new_versions,
+        ingested_new=total.new_rows - new_versions,
         new_versions=new_versions,
         unchanged=total.unchanged + len(total.refreshed_rows),
         quarantined=len(quarantine),

@@ -1,22 +1,33 @@
 """The lake: one fsspec filesystem plus a root, for a local folder and s3://bucket/prefix alike.
 
-Writes are atomic: bytes go to a temporary key under `_tmp/` and are then moved onto the
-final key (a rename locally, a server-side copy on S3, whose PUT/COPY is all-or-nothing), so
-a crash never leaves a half-written object under a real key.
+Writes are atomic, so a crash never leaves a half-written object under a real key: locally
+bytes go to a temporary key under `_tmp/` and are then renamed onto the final key; on S3 they
+are PUT straight to the final key, because S3 itself never shows a partly written object (a PUT,
+or a multipart upload's completion, is all-or-nothing). A temporary key plus a server-side copy
+and a delete would only cost three more requests per object (bench/NOTES.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 from dataclasses import dataclass, field
 
 import fsspec
+from fsspec.asyn import AsyncFileSystem, sync
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from catalog_enhance.data_contracts.layout import TMP_PREFIX, safe_key
 from catalog_enhance.tasks.settings import Settings, load_settings
+
+# GETs `read_many` keeps in flight at once (the HTTP client's connection pool bounds them too).
+GETS_IN_FLIGHT = 64
+# s3fs reads a whole object with one GET only when told not to split it: otherwise it first
+# HEADs the object to see whether it is big enough to fetch in concurrent ranges (>= 50 MB;
+# our objects are images and manifests), twice the requests for nothing (bench/NOTES.md).
+_ONE_GET = {"max_concurrency": 1}
 
 
 @dataclass
@@ -67,6 +78,8 @@ class Lake:
         return self.fs.exists(self.path(key))
 
     def read_bytes(self, key: str) -> bytes:
+        if self._protocol == "s3":
+            return self.fs.cat_file(self.path(key), **_ONE_GET)
         return self.fs.cat_file(self.path(key))
 
     def list(self, prefix: str = "") -> list[str]:
@@ -90,6 +103,9 @@ class Lake:
     def write_bytes(self, key: str, data: bytes) -> str:
         """Write atomically; returns the key."""
         final = self.path(key)
+        if self._protocol == "s3":
+            self.fs.pipe_file(final, data)  # one PUT: atomic on S3 by itself
+            return key
         tmp = f"{self.root}/{TMP_PREFIX}/{uuid.uuid4().hex}"
         self.fs.pipe_file(tmp, data)
         try:
@@ -100,7 +116,19 @@ class Lake:
         return key
 
     def write_bytes_if_absent(self, key: str, data: bytes) -> bool:
-        """Content-addressed write: skip when the key already exists. Returns True if written."""
+        """Content-addressed write: skip when the key already exists. Returns True if written.
+
+        On S3 this is one conditional PUT (`If-None-Match: *`): the server refuses it with 412
+        when the key exists, so checking and writing is one request instead of a HEAD and a PUT,
+        and two writers racing for one key cannot both write. A server that ignores the header
+        overwrites the key with the same bytes (keys are content hashes), which is harmless.
+        """
+        if self._protocol == "s3":
+            try:
+                self.fs.pipe_file(self.path(key), data, mode="create")
+            except FileExistsError:
+                return False
+            return True
         if self.exists(key):
             return False
         self.write_bytes(key, data)
@@ -129,7 +157,21 @@ class Lake:
             pass
 
     def read_many(self, keys: list[str]) -> dict[str, bytes]:
-        """Fetch many keys concurrently (s3fs issues the requests together)."""
-        paths = {self.fs._strip_protocol(self.path(k)): k for k in keys}
-        found = self.fs.cat(list(paths), on_error="raise")
-        return {paths[self.fs._strip_protocol(p)]: data for p, data in found.items()}
+        """Fetch many keys concurrently: on S3 one GET each, issued together on s3fs's event loop.
+
+        Not `fs.cat(list)`: that first expands every path (a HEAD per key, in case it is a
+        folder or a glob), which doubled the requests and the server's work (bench/NOTES.md).
+        A missing key raises FileNotFoundError.
+        """
+        if not isinstance(self.fs, AsyncFileSystem):
+            return {key: self.fs.cat_file(self.path(key)) for key in keys}
+        return dict(zip(keys, sync(self.fs.loop, self._get_all, [self.path(key) for key in keys])))
+
+    async def _get_all(self, paths: list[str]) -> list[bytes]:
+        in_flight = asyncio.Semaphore(GETS_IN_FLIGHT)
+
+        async def get(path: str) -> bytes:
+            async with in_flight:
+                return await self.fs._cat_file(path, **_ONE_GET)
+
+        return await asyncio.gather(*(get(path) for path in paths))

@@ -227,6 +227,24 @@ def test_a_new_champion_re_enhances_everything_for_its_version_only(lake, templa
     assert snapshot(lake) == after
 
 
+def test_a_x2_night_never_picks_a_x3_model_even_a_champion(lake, template):
+    """Registering a model of another scale (as a x3 experiment does) must not change what a x2 run uses."""
+    build_sr_lake(lake, train=4, val=2, size=36, scale=3)
+    x3 = _train(lake, "espcn", steps=3, seed=2, **{"data.scale": 3})
+    v1 = template["espcn"][0]["version"]
+    decision = promote_if_better(lake, model_name="espcn", kind="sr", version=x3["version"], candidate=9.0,
+                                 baseline=0.0, dataset_hash="test")
+    assert decision.promote, decision.reason
+
+    x2 = run(lake)  # default scale 2: the x3 champion does not fit; the best x2 version is used
+    assert x2.model_version != x3["version"] and x2.champion_source == "fallback: latest registered"
+    assert x2.model_version in {r["version"] for r in template["espcn"]}
+    assert run(lake, params=EnhanceParams(scale=3)).model_version == x3["version"]
+    assert run(lake, model=v1).model_version == v1
+    with pytest.raises(ValueError, match="x3 model but scale=2"):
+        run(lake, model=x3["version"])
+
+
 def test_a_corrupt_input_is_quarantined_and_the_others_succeed(lake):
     broken = catalog_rows(lake)["b-life"]
     lake.write_bytes(broken["image_key"], b"this is not a png at all")

@@ -49,3 +49,22 @@ def test_bad_lake_url_fails_with_one_line(url, fragment):
     with pytest.raises(ConfigError) as info:
         load_settings(lake_url=url)
     assert fragment in str(info.value)
+
+
+def test_s3_lake_makes_one_request_per_object_read_or_written(s3_lake_url):
+    """A content-addressed write is one conditional PUT, a read one GET: no HEAD before either
+    (s3fs would HEAD to look for folders or to split big objects), as bench/NOTES.md measured."""
+    lake = Lake.from_url(s3_lake_url)
+    lake.write_bytes("warm/up", b"x")  # connects s3fs's client
+    calls: list[str] = []
+    lake.fs.s3.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+
+    assert lake.write_bytes_if_absent("img/new.bin", b"new") is True
+    assert lake.write_bytes_if_absent("img/new.bin", b"new") is False  # refused by the server: 412
+    assert calls == ["PutObject", "PutObject"]
+    calls.clear()
+    assert lake.read_many(["img/new.bin", "warm/up"]) == {"img/new.bin": b"new", "warm/up": b"x"}
+    assert lake.read_bytes("img/new.bin") == b"new"
+    assert calls == ["GetObject"] * 3
+    with pytest.raises(FileNotFoundError):
+        lake.read_many(["img/new.bin", "img/missing.bin"])
