@@ -159,8 +159,10 @@ def _throughput_section(tp: dict) -> list[str]:
     lines += _table(["path", "output MP/s", "x the bare loop", "model FLOPs as share of the ceiling"], rows)
     flow = tp["flow_run"]
     lines += [f"Flow: {flow['images']} images in {flow['seconds']:.1f} s end to end (chunk stage "
-              f"{flow['chunk_seconds']:.1f} s); bare loop over the same images: {tp['bare_seconds']:.1f} s. Script "
-              f"loop, channels_last and PIL rows: the first {tp['subset_images']} images.", ""]
+              f"{flow['chunk_seconds']:.1f} s); over the same images, before and after the flow, the bare loop took "
+              + " / ".join(f"{x:.1f}" for x in tp["bare_passes"]) + " s, the channels_last loop "
+              + " / ".join(f"{x:.1f}" for x in tp["channels_last_passes"]) + " s (the faster pass counts). Script "
+              f"loop, batched and PIL rows: the first {tp['subset_images']} images.", ""]
     lines += ["![throughput](throughput.png)", ""]
     return lines
 
