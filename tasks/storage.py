@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import fsspec
-from fsspec.asyn import AsyncFileSystem, sync
+from fsspec.asyn import sync
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -163,8 +163,8 @@ class Lake:
         folder or a glob), which doubled the requests and the server's work (bench/NOTES.md).
         A missing key raises FileNotFoundError.
         """
-        if not isinstance(self.fs, AsyncFileSystem):
-            return {key: self.fs.cat_file(self.path(key)) for key in keys}
+        if self._protocol != "s3":  # local files: nothing to overlap
+            return {key: self.read_bytes(key) for key in keys}
         return dict(zip(keys, sync(self.fs.loop, self._get_all, [self.path(key) for key in keys])))
 
     async def _get_all(self, paths: list[str]) -> list[bytes]:
