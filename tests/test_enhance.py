@@ -30,14 +30,6 @@ from catalog_enhance.tasks.enhance import (
 from catalog_enhance.tasks.resize import imresize
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # -- helpers ------------------------------------------------------------------------------------
 
 

@@ -47,14 +47,6 @@ CPU = select_runtime("cpu")
 SKUS = ("a-studio", "b-life", "c-cutout", "d-studio", "e-life", "f-dup")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # -- the module's lake ------------------------------------------------------------------------
 
 
