@@ -38,7 +38,7 @@ def sample_catalog(out_dir: Path, cache_dir: Path) -> Path:
     """The sample feed: `out_dir/feed.csv` if the sample catalog was built, else build it."""
     feed = Path(out_dir) / "feed.csv"
     if not feed.exists():
-        from catalog_enhance.tasks.sample_catalog import build_sample_catalog
+        from catalog_enhance.demo_data.sample_catalog import build_sample_catalog
 
         build_sample_catalog(Path(out_dir), Path(cache_dir), seed=SAMPLE_SEED, canvas=SAMPLE_CANVAS)
     return feed
@@ -65,7 +65,7 @@ def local_roots_env(sample_feed: Path) -> dict[str, str]:
 
 def lifestyle_background(row: dict[str, str], images_dir: Path) -> str | None:
     """The scikit-image photo behind a lifestyle image, or None when it cannot be confirmed."""
-    from catalog_enhance.tasks.sample_catalog import _object_rng, background_crop
+    from catalog_enhance.demo_data.sample_catalog import _object_rng, background_crop
 
     name, background = background_crop(_object_rng(SAMPLE_SEED, row["product_id"]), SAMPLE_CANVAS)
     with Image.open(images_dir.parent / row["image_uri"]) as image:
@@ -92,7 +92,7 @@ class HeldOutFeed:
 def held_out_feed(sample_feed: Path, out: Path, photos: tuple[str, ...] = EVAL_PHOTOS) -> HeldOutFeed:
     """The sample feed minus every lifestyle image drawn on one of `photos` (or unconfirmed), and
     minus objects cut out of those photos (the scikit-image fallback catalog's)."""
-    from catalog_enhance.tasks.sample_catalog import SKIMAGE_PHOTOS
+    from catalog_enhance.demo_data.sample_catalog import SKIMAGE_PHOTOS
 
     sample_feed = Path(sample_feed).resolve()
     rows = read_feed_rows(sample_feed)

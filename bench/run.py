@@ -104,7 +104,7 @@ def run(stages: list[str], scratch: Path, sample_dir: Path, cache_dir: Path) -> 
     needs_lake = any(s in stages for s in ("incremental", "sr_quality", "throughput"))
     lake = None
     if needs_lake:
-        from catalog_enhance.tasks.storage import Lake
+        from catalog_enhance.tasks.lake.storage import Lake
 
         from bench import incremental
 

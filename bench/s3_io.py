@@ -137,8 +137,8 @@ def _measure(endpoint: str, files: list[tuple[str, bytes]], *, bucket: str, roun
     saved = {k: os.environ.get(k) for k in (*CREDENTIALS, "CE_S3_ENDPOINT_URL")}
     os.environ.update({**CREDENTIALS, "CE_S3_ENDPOINT_URL": endpoint})
     try:
-        from catalog_enhance.tasks.settings import load_settings
-        from catalog_enhance.tasks.storage import Lake
+        from catalog_enhance.tasks.lake.settings import load_settings
+        from catalog_enhance.tasks.lake.storage import Lake
 
         settings = load_settings(lake_url=f"s3://{bucket}-lake/lake")
         lake = Lake.from_settings(settings)

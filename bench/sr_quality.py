@@ -60,8 +60,8 @@ def _trained(name: str, scale: int, module, metadata: dict, seconds: float, step
 
 def registered(lake, version: str) -> TrainedSR:
     """A version the nightly trained and registered (the x2 models)."""
-    from catalog_enhance.tasks.trained_models import find_version, load_trained
-    from catalog_enhance.tasks.train.runtime import select_runtime
+    from catalog_enhance.tasks.inference.trained import find_version, load_trained
+    from catalog_enhance.tasks.runtime import select_runtime
 
     row = find_version(lake, version)
     trained = load_trained(lake, row, select_runtime("cpu"))
@@ -73,8 +73,8 @@ def train_at_scale(lake, name: str, scale: int) -> TrainedSR:
     """Train `name` on the cpu preset at `scale` (a run of its own in the lake, not registered)."""
     from catalog_enhance.tasks.train import make_config
     from catalog_enhance.tasks.train.loop import train_model
-    from catalog_enhance.tasks.trained_models import load_trained
-    from catalog_enhance.tasks.train.runtime import select_runtime
+    from catalog_enhance.tasks.inference.trained import load_trained
+    from catalog_enhance.tasks.runtime import select_runtime
 
     config = make_config(name, "cpu", **{"data.scale": scale})
     result = train_model(config, lake, runtime=select_runtime("cpu"))
@@ -88,7 +88,7 @@ def train_at_scale(lake, name: str, scale: int) -> TrainedSR:
 
 
 def _degradation(lake, scale: int):
-    from catalog_enhance.tasks.degrade import DegradationConfig
+    from catalog_enhance.tasks.imaging.degrade import DegradationConfig
     from catalog_enhance.tasks.train.data import read_pairs
 
     rows = read_pairs(lake, split="test", scale=scale).slice(0, 1).to_pylist()
@@ -96,7 +96,7 @@ def _degradation(lake, scale: int):
 
 
 def test_split_pairs(lake, scale: int) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
-    from catalog_enhance.tasks.imaging import load_rgb
+    from catalog_enhance.tasks.imaging.codec import load_rgb
     from catalog_enhance.tasks.train.data import read_pairs
 
     for row in read_pairs(lake, split="test", scale=scale).to_pylist():
@@ -107,10 +107,10 @@ def test_split_pairs(lake, scale: int) -> Iterator[tuple[np.ndarray, np.ndarray,
 
 def photo_pairs(lake, scale: int, photos: tuple[str, ...]) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
     """Each photo, mod-cropped, degraded like the training pairs, the LR quantised to 8 bits."""
-    from catalog_enhance.tasks.degrade import degrade
-    from catalog_enhance.tasks.evaluate.sr_metrics import quantize
-    from catalog_enhance.tasks.resize import mod_crop
-    from catalog_enhance.tasks.sample_catalog import skimage_photo
+    from catalog_enhance.tasks.imaging.degrade import degrade
+    from catalog_enhance.tasks.imaging.metrics import quantize
+    from catalog_enhance.tasks.imaging.resize import mod_crop
+    from catalog_enhance.demo_data.sample_catalog import skimage_photo
 
     config = _degradation(lake, scale)
     for index, name in enumerate(photos):
@@ -121,7 +121,7 @@ def photo_pairs(lake, scale: int, photos: tuple[str, ...]) -> Iterator[tuple[np.
 
 def evaluate(lake, models: dict[int, dict[str, TrainedSR]], photos: tuple[str, ...]) -> pd.DataFrame:
     """Per-image PSNR/SSIM of bicubic and every model, on both sets, at every scale."""
-    from catalog_enhance.tasks.evaluate.enhancers import bicubic, model_enhancer
+    from catalog_enhance.tasks.inference.enhancers import bicubic, model_enhancer
     from catalog_enhance.tasks.evaluate.sr_eval import evaluate_sr
 
     frames = []

@@ -65,7 +65,7 @@ def _reset_enhancements(lake) -> None:
 
 
 def _catalog_images(lake) -> list[np.ndarray]:
-    from catalog_enhance.tasks.imaging import load_image
+    from catalog_enhance.tasks.imaging.codec import load_image
     from catalog_enhance.tasks.ingest import current_catalog, load_catalog
 
     keys = sorted({row["image_key"] for row in current_catalog(load_catalog(lake)).to_pylist()})
@@ -73,7 +73,7 @@ def _catalog_images(lake) -> list[np.ndarray]:
 
 
 def _y_planes(images: list[np.ndarray]) -> list[torch.Tensor]:
-    from catalog_enhance.tasks.resize import rgb_to_y
+    from catalog_enhance.tasks.imaging.resize import rgb_to_y
 
     return [rgb_to_y(torch.from_numpy(a[..., :3]).permute(2, 0, 1).float().div(255))[None] for a in images]
 
@@ -100,7 +100,7 @@ def bare_loop_seconds(model, planes: list[torch.Tensor], *, channels_last: bool 
 
 def script_loop_seconds(models, params, runtime, images: list[np.ndarray]) -> float:
     """The flow's own per-image step (`enhance_to_png`) over images in memory: no lake, no Prefect."""
-    from catalog_enhance.tasks.enhance_catalog import enhance_to_png
+    from catalog_enhance.tasks.enhance.catalog import enhance_to_png
 
     started = time.perf_counter()
     for image in images:
@@ -128,8 +128,8 @@ def flow_run(lake, version: str, scale: int) -> dict:
 
 def run(lake, champion, *, log=print) -> dict:
     """`champion`: the `sr_quality.TrainedSR` of the x2 champion (registered by the nightly)."""
-    from catalog_enhance.tasks.enhance_catalog import EnhanceParams, load_for_params
-    from catalog_enhance.tasks.train.runtime import select_runtime
+    from catalog_enhance.tasks.enhance.catalog import EnhanceParams, load_for_params
+    from catalog_enhance.tasks.runtime import select_runtime
 
     scale, model = champion.scale, champion.module
     images = _catalog_images(lake)

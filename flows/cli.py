@@ -35,7 +35,7 @@ LakeOption = Annotated[
 
 def _settings(lake: str | None):
     """Validate configuration up front: one clear line and exit 2, never a deep traceback."""
-    from catalog_enhance.tasks.settings import ConfigError, load_settings
+    from catalog_enhance.tasks.lake.settings import ConfigError, load_settings
 
     try:
         return load_settings(**({"lake_url": lake} if lake else {}))
@@ -62,7 +62,7 @@ def sample_catalog(
     source: Annotated[str, typer.Option(help="auto | tuxpaint | skimage | fashion-mnist")] = "auto",
 ) -> None:
     """Build the reproducible sample catalog (Tux Paint product cutouts on studio and lifestyle backgrounds)."""
-    from catalog_enhance.tasks.sample_catalog import build_sample_catalog
+    from catalog_enhance.demo_data.sample_catalog import build_sample_catalog
 
     result = build_sample_catalog(out, cache, seed=seed, max_objects=max_objects, source=source)
     if result.fallback_reason:
@@ -231,9 +231,9 @@ def enhance(
     if output is None or feed is not None:
         console.print("[red]--input needs --output[/red] (and takes no --feed: pass the feed as --input)")
         raise typer.Exit(2)
-    from catalog_enhance.tasks.enhance_catalog import EnhanceParams, enhance_folder, load_for_params
-    from catalog_enhance.tasks.storage import Lake
-    from catalog_enhance.tasks.train.runtime import select_runtime
+    from catalog_enhance.tasks.enhance.catalog import EnhanceParams, enhance_folder, load_for_params
+    from catalog_enhance.tasks.lake.storage import Lake
+    from catalog_enhance.tasks.runtime import select_runtime
 
     params = EnhanceParams(scale=scale, target_long_side=target_long_side, style_transform=style_transform)
     runtime = select_runtime(device)

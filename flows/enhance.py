@@ -43,7 +43,7 @@ from pydantic import ValidationError
 
 from catalog_enhance.flows.ingest import ingest_catalog
 from catalog_enhance.flows.runners import task_runner_for
-from catalog_enhance.tasks.enhance_catalog import (
+from catalog_enhance.tasks.enhance.catalog import (
     ChunkResult,
     EnhanceJob,
     EnhanceParams,
@@ -58,9 +58,9 @@ from catalog_enhance.tasks.enhance_catalog import (
     summarize,
 )
 from catalog_enhance.tasks.ingest import chunked
-from catalog_enhance.tasks.settings import Settings, load_settings
-from catalog_enhance.tasks.storage import Lake
-from catalog_enhance.tasks.train.runtime import select_runtime
+from catalog_enhance.tasks.lake.settings import Settings, load_settings
+from catalog_enhance.tasks.lake.storage import Lake
+from catalog_enhance.tasks.runtime import select_runtime
 
 # Quarantined images named one by one in the log and the table artifact; the manifest has them all.
 MAX_LISTED = 500

@@ -22,8 +22,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
-from catalog_enhance.tasks.evaluate.enhancers import classical_enhancers
-from catalog_enhance.tasks.evaluate.evaluation_report import latest_report_key, write_evaluation_report
+from catalog_enhance.tasks.inference.enhancers import classical_enhancers
+from catalog_enhance.tasks.evaluate.report import latest_report_key, write_evaluation_report
 from catalog_enhance.tasks.evaluate.feature_extractor import ClassifierSettings
 from catalog_enhance.tasks.evaluate.pipeline import (
     EvaluationSummary,
@@ -37,9 +37,9 @@ from catalog_enhance.tasks.evaluate.pipeline import (
 )
 from catalog_enhance.tasks.evaluate.sr_eval import evaluate_sr_folder, write_sr_report_csv
 from catalog_enhance.tasks.evaluate.sr_test import SCALES, choose_sr_model, pairs_degradation, sr_enhancer
-from catalog_enhance.tasks.settings import load_settings
-from catalog_enhance.tasks.storage import Lake
-from catalog_enhance.tasks.trained_models import load_trained
+from catalog_enhance.tasks.lake.settings import load_settings
+from catalog_enhance.tasks.lake.storage import Lake
+from catalog_enhance.tasks.inference.trained import load_trained
 
 
 def _lake(lake_url: str | None) -> Lake:

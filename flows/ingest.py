@@ -24,8 +24,8 @@ from catalog_enhance.tasks.ingest import (
     ingest_batch,
     prepare_ingestion,
 )
-from catalog_enhance.tasks.settings import Settings, load_settings
-from catalog_enhance.tasks.storage import Lake
+from catalog_enhance.tasks.lake.settings import Settings, load_settings
+from catalog_enhance.tasks.lake.storage import Lake
 
 # Rows named one by one in the log and the table artifact; the quarantine manifest has them all.
 MAX_LISTED = 500

@@ -20,13 +20,13 @@ from catalog_enhance.flows.ingest import ingest_catalog
 from catalog_enhance.flows.pairs import make_pairs
 from catalog_enhance.flows.runners import task_runner_for
 from catalog_enhance.flows.train import DEFAULT_MODELS, train_models
-from catalog_enhance.tasks.enhance_catalog import EnhanceSummary
+from catalog_enhance.tasks.enhance.catalog import EnhanceSummary
 from catalog_enhance.tasks.evaluate.pipeline import EvaluationSummary
 from catalog_enhance.tasks.ingest import IngestSummary
-from catalog_enhance.tasks.model_registry import latest_version
+from catalog_enhance.tasks.lake.model_registry import latest_version
 from catalog_enhance.tasks.pairs import PairsSummary
-from catalog_enhance.tasks.settings import load_settings
-from catalog_enhance.tasks.storage import Lake
+from catalog_enhance.tasks.lake.settings import load_settings
+from catalog_enhance.tasks.lake.storage import Lake
 
 
 @dataclass

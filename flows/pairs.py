@@ -23,8 +23,8 @@ from catalog_enhance.tasks.pairs import (
     record_quarantine,
     summarize,
 )
-from catalog_enhance.tasks.settings import load_settings
-from catalog_enhance.tasks.storage import Lake
+from catalog_enhance.tasks.lake.settings import load_settings
+from catalog_enhance.tasks.lake.storage import Lake
 
 
 @task(name="make-pairs-chunk", cache_policy=NONE, retries=2, retry_delay_seconds=5)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from catalog_enhance.tasks.settings import Settings
+from catalog_enhance.tasks.lake.settings import Settings
 
 
 def task_runner_for(settings: Settings, max_workers: int | None = None) -> TaskRunner:

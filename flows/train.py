@@ -30,9 +30,9 @@ from prefect.cache_policies import NONE
 
 from catalog_enhance.data_contracts.layout import report_key
 from catalog_enhance.models import model_names
-from catalog_enhance.tasks.model_registry import register_version
-from catalog_enhance.tasks.settings import load_settings
-from catalog_enhance.tasks.storage import Lake
+from catalog_enhance.tasks.lake.model_registry import register_version
+from catalog_enhance.tasks.lake.settings import load_settings
+from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.train import make_config, select_runtime
 from catalog_enhance.tasks.train.loop import LogEvent, LossCurve, train_model
 

@@ -47,10 +47,10 @@ from catalog_enhance.data_contracts.contracts import (
     QUARANTINE,
 )
 from catalog_enhance.data_contracts.layout import manifest_key, normalized_image_key, original_image_key
-from catalog_enhance.tasks import sources
-from catalog_enhance.tasks.imaging import ImageRejected, decode_untrusted
-from catalog_enhance.tasks.settings import Settings
-from catalog_enhance.tasks.storage import Lake
+from catalog_enhance.tasks.sources import uris as sources
+from catalog_enhance.tasks.imaging.codec import ImageRejected, decode_untrusted
+from catalog_enhance.tasks.lake.settings import Settings
+from catalog_enhance.tasks.lake.storage import Lake
 
 STAGE = "ingest"
 FEED_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}

@@ -31,12 +31,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from catalog_enhance.data_contracts.contracts import CATALOG, LABEL_PREFIX, PAIRS
 from catalog_enhance.data_contracts.layout import manifest_key, pair_key
-from catalog_enhance.tasks.degrade import DegradationConfig, canonical_json, degrade
-from catalog_enhance.tasks.degrade import config_hash as hash_of_config
-from catalog_enhance.tasks.imaging import load_rgb
+from catalog_enhance.tasks.imaging.degrade import DegradationConfig, canonical_json, degrade
+from catalog_enhance.tasks.imaging.degrade import config_hash as hash_of_config
+from catalog_enhance.tasks.imaging.codec import load_rgb
 from catalog_enhance.tasks.ingest import append_quarantine, current_catalog, load_quarantine
-from catalog_enhance.tasks.resize import mod_crop
-from catalog_enhance.tasks.storage import Lake
+from catalog_enhance.tasks.imaging.resize import mod_crop
+from catalog_enhance.tasks.lake.storage import Lake
 
 SUPPORTED_SCALES = (2, 3, 4)
 DEFAULT_SPLIT_SALT = "catalog-enhance-split-v1"

@@ -31,7 +31,7 @@ def prefect_harness():
 
 @pytest.fixture()
 def lake(tmp_path):
-    from catalog_enhance.tasks.storage import Lake
+    from catalog_enhance.tasks.lake.storage import Lake
 
     return Lake.from_url(str(tmp_path / "lake"))
 

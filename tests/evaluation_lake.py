@@ -22,8 +22,8 @@ import torch
 from generative_catalog import build_catalog
 from sr_lake import photo_crops, write_sr_pairs
 
-from catalog_enhance.tasks.model_registry import register_version
-from catalog_enhance.tasks.storage import Lake
+from catalog_enhance.tasks.lake.model_registry import register_version
+from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.train import make_config
 from catalog_enhance.tasks.train.loop import train_model
 

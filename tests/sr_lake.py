@@ -13,7 +13,7 @@ from skimage import data as skdata
 
 from catalog_enhance.data_contracts.contracts import PAIRS
 from catalog_enhance.data_contracts.layout import manifest_key, pair_key
-from catalog_enhance.tasks.resize import imresize
+from catalog_enhance.tasks.imaging.resize import imresize
 
 # Detailed photos (textures give bicubic something to miss); greyscale ones are made RGB.
 PHOTOS = ("astronaut", "brick", "coffee", "gravel", "chelsea", "camera", "rocket", "grass")

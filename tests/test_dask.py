@@ -18,9 +18,9 @@ from prefect_dask import DaskTaskRunner
 from catalog_enhance.data_contracts.layout import manifest_key
 from catalog_enhance.flows.ingest import ingest_catalog
 from catalog_enhance.flows.runners import task_runner_for
-from catalog_enhance.tasks.sample_catalog import build_sample_catalog
-from catalog_enhance.tasks.settings import load_settings
-from catalog_enhance.tasks.storage import Lake
+from catalog_enhance.demo_data.sample_catalog import build_sample_catalog
+from catalog_enhance.tasks.lake.settings import load_settings
+from catalog_enhance.tasks.lake.storage import Lake
 
 # Columns that name the run rather than the content.
 RUN_COLUMNS = ("ingested_at", "run_id")

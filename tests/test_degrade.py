@@ -7,7 +7,7 @@ import pydantic
 import pytest
 import torch
 
-from catalog_enhance.tasks.degrade import (
+from catalog_enhance.tasks.imaging.degrade import (
     BicubicStage,
     BlurStage,
     DegradationConfig,
@@ -17,7 +17,7 @@ from catalog_enhance.tasks.degrade import (
     degrade,
     gaussian_kernel,
 )
-from catalog_enhance.tasks.resize import imresize
+from catalog_enhance.tasks.imaging.resize import imresize
 
 
 def _image(h=48, w=48, seed=0):

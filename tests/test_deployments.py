@@ -20,9 +20,9 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_server import log_tail, prefect_server, start_process, stop_process
 
 from catalog_enhance.data_contracts.layout import manifest_key
-from catalog_enhance.tasks.model_registry import list_versions
-from catalog_enhance.tasks.sample_catalog import build_sample_catalog
-from catalog_enhance.tasks.storage import Lake
+from catalog_enhance.tasks.lake.model_registry import list_versions
+from catalog_enhance.demo_data.sample_catalog import build_sample_catalog
+from catalog_enhance.tasks.lake.storage import Lake
 
 pytestmark = pytest.mark.deployment
 

@@ -16,8 +16,8 @@ from torch import nn
 from catalog_enhance.models.cyclegan import ResnetGenerator
 from catalog_enhance.models.espcn import ESPCN
 from catalog_enhance.models.srcnn import SRCNN
-from catalog_enhance.tasks import enhance
-from catalog_enhance.tasks.enhance import (
+from catalog_enhance.tasks.inference import tiling as enhance
+from catalog_enhance.tasks.inference.tiling import (
     TileError,
     choose_scale,
     encode_png,
@@ -27,7 +27,7 @@ from catalog_enhance.tasks.enhance import (
     super_resolve_to_long_side,
     translate_full_resolution,
 )
-from catalog_enhance.tasks.resize import imresize
+from catalog_enhance.tasks.imaging.resize import imresize
 
 
 # -- helpers ------------------------------------------------------------------------------------

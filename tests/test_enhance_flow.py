@@ -25,8 +25,8 @@ from sr_lake import build_sr_lake
 
 from catalog_enhance.data_contracts.enhancements import ENHANCEMENTS
 from catalog_enhance.data_contracts.layout import manifest_key
-from catalog_enhance.tasks.enhance import fit_size
-from catalog_enhance.tasks.enhance_catalog import (
+from catalog_enhance.tasks.inference.tiling import fit_size
+from catalog_enhance.tasks.enhance.catalog import (
     EnhanceParams,
     enhance_catalog,
     enhance_folder,
@@ -35,11 +35,11 @@ from catalog_enhance.tasks.enhance_catalog import (
     load_for_params,
 )
 from catalog_enhance.tasks.evaluate.gate import promote_if_better
-from catalog_enhance.tasks.imaging import load_image
+from catalog_enhance.tasks.imaging.codec import load_image
 from catalog_enhance.tasks.ingest import current_catalog, ingest_feed, load_catalog, load_quarantine
-from catalog_enhance.tasks.model_registry import register_version
-from catalog_enhance.tasks.settings import load_settings
-from catalog_enhance.tasks.storage import Lake
+from catalog_enhance.tasks.lake.model_registry import register_version
+from catalog_enhance.tasks.lake.settings import load_settings
+from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.train import make_config, select_runtime
 from catalog_enhance.tasks.train.loop import train_model
 
@@ -291,7 +291,7 @@ def test_the_studio_transform_runs_on_lifestyle_images_only(lake, template):
 
 
 def test_models_are_loaded_once_per_process_not_per_chunk(lake, monkeypatch):
-    from catalog_enhance.tasks import enhance_catalog as core
+    from catalog_enhance.tasks.enhance import catalog as core
 
     loads = []
 

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from catalog_enhance.models import build_model
-from catalog_enhance.tasks.evaluate import enhancers
-from catalog_enhance.tasks.evaluate.enhancers import (
+from catalog_enhance.tasks.inference import enhancers
+from catalog_enhance.tasks.inference.enhancers import (
     bicubic,
     classical_enhancers,
     enhancer_names,
@@ -18,8 +18,8 @@ from catalog_enhance.tasks.evaluate.enhancers import (
     model_enhancer,
     register_enhancer,
 )
-from catalog_enhance.tasks.evaluate.sr_metrics import quantize
-from catalog_enhance.tasks.resize import imresize, rgb_to_ycbcr, rgb_to_y
+from catalog_enhance.tasks.imaging.metrics import quantize
+from catalog_enhance.tasks.imaging.resize import imresize, rgb_to_ycbcr, rgb_to_y
 
 
 

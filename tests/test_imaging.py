@@ -17,7 +17,7 @@ from image_fixtures import (
 )
 from PIL import Image, ImageCms, ImageFilter
 
-from catalog_enhance.tasks.imaging import ImageRejected, decode_untrusted, load_image, load_rgb
+from catalog_enhance.tasks.imaging.codec import ImageRejected, decode_untrusted, load_image, load_rgb
 
 LIMIT = 10_000_000
 

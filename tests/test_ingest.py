@@ -19,16 +19,16 @@ from image_fixtures import corrupt_png, encode, noise, png_bomb
 
 from catalog_enhance.data_contracts.contracts import CATALOG, QUARANTINE
 from catalog_enhance.data_contracts.layout import manifest_key
-from catalog_enhance.tasks import sources
-from catalog_enhance.tasks.imaging import load_image
+from catalog_enhance.tasks.sources import uris as sources
+from catalog_enhance.tasks.imaging.codec import load_image
 from catalog_enhance.tasks.ingest import (
     FeedError,
     current_catalog,
     ingest_feed,
     read_feed,
 )
-from catalog_enhance.tasks.settings import load_settings
-from catalog_enhance.tasks.sources import SourceRejected, fetch, resolve
+from catalog_enhance.tasks.lake.settings import load_settings
+from catalog_enhance.tasks.sources.uris import SourceRejected, fetch, resolve
 
 COLUMNS = ("sku", "image_uri", "category", "style")
 

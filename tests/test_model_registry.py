@@ -14,7 +14,7 @@ from sr_lake import build_sr_lake
 from catalog_enhance.data_contracts.contracts import CONTRACTS, ContractError
 from catalog_enhance.data_contracts.layout import manifest_key, report_key
 from catalog_enhance.data_contracts.model_registry import MODELS, TRAINING_CURVES
-from catalog_enhance.tasks.model_registry import (
+from catalog_enhance.tasks.lake.model_registry import (
     code_version,
     latest_version,
     list_versions,
@@ -22,9 +22,9 @@ from catalog_enhance.tasks.model_registry import (
     read_registry,
     register_version,
 )
-from catalog_enhance.tasks.storage import Lake
+from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.train import make_config
-from catalog_enhance.tasks.train.checkpoint import load_checkpoint
+from catalog_enhance.tasks.lake.checkpoints import load_checkpoint
 from catalog_enhance.tasks.train.loop import LossCurve, train_model
 
 

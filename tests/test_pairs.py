@@ -16,7 +16,7 @@ from PIL import Image
 
 from catalog_enhance.data_contracts.contracts import CATALOG, PAIRS, QUARANTINE
 from catalog_enhance.data_contracts.layout import manifest_key, normalized_image_key, original_image_key
-from catalog_enhance.tasks.degrade import BicubicStage, DegradationConfig, NoiseStage
+from catalog_enhance.tasks.imaging.degrade import BicubicStage, DegradationConfig, NoiseStage
 from catalog_enhance.tasks.pairs import (
     PairsConfig,
     SplitFractions,
@@ -27,7 +27,7 @@ from catalog_enhance.tasks.pairs import (
     read_pairs_manifest,
     record_quarantine,
 )
-from catalog_enhance.tasks.resize import imresize
+from catalog_enhance.tasks.imaging.resize import imresize
 
 TINY = PairsConfig(hr_size=36, crops_per_image=2)  # x4 LR crops: 9 px
 

@@ -15,7 +15,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_server import prefect_server
 
 from catalog_enhance.flows.nightly import nightly
-from catalog_enhance.tasks.sample_catalog import build_sample_catalog
+from catalog_enhance.demo_data.sample_catalog import build_sample_catalog
 
 pytestmark = [pytest.mark.deployment, pytest.mark.browser]
 

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from catalog_enhance.data_contracts.layout import report_key
-from catalog_enhance.tasks.report import (
+from catalog_enhance.tasks.report.html import (
     ImageGridSection,
     PlotSection,
     TableSection,

@@ -7,7 +7,7 @@ import pytest
 import torch
 from skimage import color
 
-from catalog_enhance.tasks.resize import (
+from catalog_enhance.tasks.imaging.resize import (
     imresize,
     mod_crop,
     resize_weights,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from catalog_enhance.tasks.resize import imresize
+from catalog_enhance.tasks.imaging.resize import imresize
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4, 5])

@@ -6,8 +6,8 @@ import pyarrow as pa
 import pytest
 
 from catalog_enhance.data_contracts.layout import UnsafeKeyError
-from catalog_enhance.tasks.settings import ConfigError, load_settings
-from catalog_enhance.tasks.storage import Lake
+from catalog_enhance.tasks.lake.settings import ConfigError, load_settings
+from catalog_enhance.tasks.lake.storage import Lake
 
 pytestmark = pytest.mark.s3
 

@@ -16,8 +16,8 @@ from catalog_enhance.data_contracts.layout import manifest_key
 from catalog_enhance.flows.ingest import ingest_catalog
 from catalog_enhance.flows.pairs import make_pairs
 from catalog_enhance.tasks.pairs import PairsConfig
-from catalog_enhance.tasks.sample_catalog import build_sample_catalog
-from catalog_enhance.tasks.storage import Lake
+from catalog_enhance.demo_data.sample_catalog import build_sample_catalog
+from catalog_enhance.tasks.lake.storage import Lake
 
 pytestmark = pytest.mark.s3
 

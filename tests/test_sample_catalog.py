@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from catalog_enhance.data_contracts.contracts import FEED, FEED_KNOWN_COLUMNS, LABEL_PREFIX
-from catalog_enhance.tasks import sample_catalog as sc
-from catalog_enhance.tasks.sample_catalog import (
+from catalog_enhance.demo_data import sample_catalog as sc
+from catalog_enhance.demo_data.sample_catalog import (
     FEED_COLUMNS,
     SampleObject,
     SampleSourceError,

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from catalog_enhance.tasks.degrade import BicubicStage, DegradationConfig, NoiseStage
-from catalog_enhance.tasks.evaluate.enhancers import bicubic
+from catalog_enhance.tasks.imaging.degrade import BicubicStage, DegradationConfig, NoiseStage
+from catalog_enhance.tasks.inference.enhancers import bicubic
 from catalog_enhance.tasks.evaluate.sr_eval import (
     evaluate_sr,
     evaluate_sr_folder,
@@ -19,8 +19,8 @@ from catalog_enhance.tasks.evaluate.sr_eval import (
     summarize,
     write_sr_report_csv,
 )
-from catalog_enhance.tasks.evaluate.sr_metrics import psnr_y, quantize
-from catalog_enhance.tasks.resize import imresize
+from catalog_enhance.tasks.imaging.metrics import psnr_y, quantize
+from catalog_enhance.tasks.imaging.resize import imresize
 
 
 

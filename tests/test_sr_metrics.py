@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from catalog_enhance.tasks.evaluate.sr_metrics import PSNR_CAP_DB, psnr_y, quantize, ssim_y, y_channel_255
+from catalog_enhance.tasks.imaging.metrics import PSNR_CAP_DB, psnr_y, quantize, ssim_y, y_channel_255
 
 # torchmetrics takes log(data_range) in float32: PSNR agrees with float64 hand values to ~1e-6 dB.
 PSNR_TOL = 1e-5

@@ -25,7 +25,7 @@ from catalog_enhance.data_contracts.layout import (
     original_image_key,
     safe_key,
 )
-from catalog_enhance.tasks.storage import Lake
+from catalog_enhance.tasks.lake.storage import Lake
 
 SHA = "ab" * 32
 
@@ -37,7 +37,7 @@ def _crash_during(lake_root: str, key: str, stage: str) -> subprocess.CompletedP
     script = textwrap.dedent(
         f"""
         import os
-        from catalog_enhance.tasks.storage import Lake
+        from catalog_enhance.tasks.lake.storage import Lake
 
         lake = Lake.from_url({lake_root!r})
         if {stage!r} == "pipe":

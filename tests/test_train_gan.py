@@ -15,7 +15,7 @@ from PIL import Image
 from catalog_enhance.data_contracts.layout import checkpoint_key
 from catalog_enhance.tasks.pairs import assign_split
 from catalog_enhance.tasks.train import make_config, select_runtime, trainer_for
-from catalog_enhance.tasks.train.catalog_data import (
+from catalog_enhance.tasks.catalog.data import (
     UNKNOWN_LABEL,
     CatalogDataError,
     LabelVocabulary,
@@ -25,7 +25,7 @@ from catalog_enhance.tasks.train.catalog_data import (
     load_catalog_images,
     prepare_image,
 )
-from catalog_enhance.tasks.train.checkpoint import load_checkpoint
+from catalog_enhance.tasks.lake.checkpoints import load_checkpoint
 from catalog_enhance.tasks.train.loop import train_model
 
 CPU = select_runtime("cpu")

@@ -13,7 +13,7 @@ from sr_lake import build_sr_lake
 from catalog_enhance.data_contracts.layout import checkpoint_key
 from catalog_enhance.tasks.train import make_config
 from catalog_enhance.tasks.train.config import parse_overrides
-from catalog_enhance.tasks.train.checkpoint import (
+from catalog_enhance.tasks.lake.checkpoints import (
     CheckpointError,
     latest_checkpoint_key,
     load_checkpoint,
@@ -21,7 +21,7 @@ from catalog_enhance.tasks.train.checkpoint import (
 )
 from catalog_enhance.tasks.train.data import StepBatchSampler
 from catalog_enhance.tasks.train.loop import train_model
-from catalog_enhance.tasks.train.runtime import (
+from catalog_enhance.tasks.runtime import (
     Runtime,
     autocast,
     select_runtime,

@@ -7,8 +7,8 @@ import io
 import pytest
 import torch
 
-from catalog_enhance.tasks.model_registry import register_version
-from catalog_enhance.tasks.trained_models import find_version, load_trained
+from catalog_enhance.tasks.lake.model_registry import register_version
+from catalog_enhance.tasks.inference.trained import find_version, load_trained
 from catalog_enhance.tasks.train.config import make_config
 from catalog_enhance.tasks.train.loop import train_model
 from sr_lake import build_sr_lake

@@ -1,5 +1,5 @@
 """Evaluation: metrics, the classical and learned enhancers compared side by side, the quality gate.
 
-Modules are imported directly (`catalog_enhance.tasks.evaluate.sr_metrics`, ...); this package
+Modules are imported directly (`catalog_enhance.tasks.imaging.metrics`, ...); this package
 file stays import-free so each evaluation part loads only what it needs.
 """

@@ -28,15 +28,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from catalog_enhance.tasks.enhance import translate_full_resolution
+from catalog_enhance.tasks.inference.tiling import translate_full_resolution
 from catalog_enhance.tasks.evaluate.feature_extractor import FeatureExtractor, fid_kid, square_images
 from catalog_enhance.tasks.evaluate.gan_eval import data_options
-from catalog_enhance.tasks.evaluate.sr_metrics import psnr_y, ssim_y
-from catalog_enhance.tasks.imaging import load_rgb
-from catalog_enhance.tasks.storage import Lake
+from catalog_enhance.tasks.imaging.metrics import psnr_y, ssim_y
+from catalog_enhance.tasks.imaging.codec import load_rgb
+from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.train.base import table_fingerprint
-from catalog_enhance.tasks.train.catalog_data import catalog_training_rows, domain_rows, product_pairs
-from catalog_enhance.tasks.trained_models import TrainedModel
+from catalog_enhance.tasks.catalog.data import catalog_training_rows, domain_rows, product_pairs
+from catalog_enhance.tasks.inference.trained import TrainedModel
 
 IDENTITY = "identity"
 FULL = "full resolution"

@@ -29,9 +29,9 @@ from torch import nn
 
 from catalog_enhance.models import build_model
 from catalog_enhance.tasks.evaluate.feature_extractor import FeatureExtractor, fid_kid
-from catalog_enhance.tasks.storage import Lake
+from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.train.base import table_fingerprint
-from catalog_enhance.tasks.train.catalog_data import (
+from catalog_enhance.tasks.catalog.data import (
     CatalogDataOptions,
     LabelVocabulary,
     catalog_training_rows,
@@ -40,7 +40,7 @@ from catalog_enhance.tasks.train.catalog_data import (
     load_catalog_images,
     split_rows,
 )
-from catalog_enhance.tasks.trained_models import TrainedModel
+from catalog_enhance.tasks.inference.trained import TrainedModel
 
 EVAL_SEED = 2024  # the evaluation noise: the same z for every version
 MIN_FAKE = 100  # generated images per evaluation, at least (more if the test set is larger)

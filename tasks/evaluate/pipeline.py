@@ -51,9 +51,9 @@ from catalog_enhance.tasks.evaluate.sr_test import (
     sr_enhancer,
 )
 from catalog_enhance.tasks.evaluate.sr_eval import REFERENCE
-from catalog_enhance.tasks.model_registry import list_versions
-from catalog_enhance.tasks.storage import Lake
-from catalog_enhance.tasks.trained_models import TrainedModel, load_trained
+from catalog_enhance.tasks.lake.model_registry import list_versions
+from catalog_enhance.tasks.lake.storage import Lake
+from catalog_enhance.tasks.inference.trained import TrainedModel, load_trained
 
 log = logging.getLogger(__name__)
 

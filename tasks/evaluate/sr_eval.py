@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from catalog_enhance.tasks.degrade import DegradationConfig, degrade
-from catalog_enhance.tasks.evaluate.enhancers import Enhancer, classical_enhancers
-from catalog_enhance.tasks.evaluate.sr_metrics import SSIM_KERNEL_SIZE, psnr_y, quantize, ssim_y
-from catalog_enhance.tasks.imaging import ImageRejected, decode_untrusted, load_rgb
-from catalog_enhance.tasks.resize import mod_crop
+from catalog_enhance.tasks.imaging.degrade import DegradationConfig, degrade
+from catalog_enhance.tasks.inference.enhancers import Enhancer, classical_enhancers
+from catalog_enhance.tasks.imaging.metrics import SSIM_KERNEL_SIZE, psnr_y, quantize, ssim_y
+from catalog_enhance.tasks.imaging.codec import ImageRejected, decode_untrusted, load_rgb
+from catalog_enhance.tasks.imaging.resize import mod_crop
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ def folder_pairs(
     meta: file (relative path), sku (file stem), category (sub-folder, None at the top level).
     """
     if max_pixels is None or max_bytes is None:
-        from catalog_enhance.tasks.settings import load_settings
+        from catalog_enhance.tasks.lake.settings import load_settings
 
         settings = load_settings()
         max_pixels = settings.max_image_pixels if max_pixels is None else max_pixels

@@ -26,16 +26,16 @@ import pyarrow.compute as pc
 
 from catalog_enhance.data_contracts.contracts import PAIRS
 from catalog_enhance.data_contracts.layout import manifest_key
-from catalog_enhance.tasks.degrade import DegradationConfig
-from catalog_enhance.tasks.evaluate.enhancers import Enhancer, classical_enhancers, model_enhancer
+from catalog_enhance.tasks.imaging.degrade import DegradationConfig
+from catalog_enhance.tasks.inference.enhancers import Enhancer, classical_enhancers, model_enhancer
 from catalog_enhance.tasks.evaluate.gate import current_champion
 from catalog_enhance.tasks.evaluate.sr_eval import REFERENCE, evaluate_sr, sr_evaluation_rows, summarize
-from catalog_enhance.tasks.imaging import load_rgb
-from catalog_enhance.tasks.model_registry import list_versions
+from catalog_enhance.tasks.imaging.codec import load_rgb
+from catalog_enhance.tasks.lake.model_registry import list_versions
 from catalog_enhance.tasks.pairs import PairsConfig
-from catalog_enhance.tasks.storage import Lake
+from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.train.base import table_fingerprint
-from catalog_enhance.tasks.trained_models import TrainedModel, find_version
+from catalog_enhance.tasks.inference.trained import TrainedModel, find_version
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import importlib.util
 
 from catalog_enhance.tasks.train.base import TRAINERS, Trainer, register_trainer, trainer_for
 from catalog_enhance.tasks.train.config import PRESETS, TrainConfig, make_config, register_presets
-from catalog_enhance.tasks.train.runtime import Runtime, select_runtime
+from catalog_enhance.tasks.runtime import Runtime, select_runtime
 
 TRAINER_MODULES = ("sr", "gan", "cyclegan")
 

@@ -14,9 +14,9 @@ from typing import ClassVar
 import pyarrow as pa
 
 from catalog_enhance.models.registry import get_spec
-from catalog_enhance.tasks.storage import Lake
+from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.train.config import TrainConfig
-from catalog_enhance.tasks.train.runtime import Runtime
+from catalog_enhance.tasks.runtime import Runtime
 
 
 def table_fingerprint(table: pa.Table) -> str:

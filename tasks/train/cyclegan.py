@@ -37,11 +37,11 @@ from torch import nn
 from catalog_enhance.models import build_model
 from catalog_enhance.models.cyclegan import ImageHistoryBuffer
 from catalog_enhance.tasks.train.base import Trainer, register_trainer, table_fingerprint
-from catalog_enhance.tasks.train.catalog_data import CatalogDataOptions, catalog_training_rows, load_paired_domains, to_unit_range
+from catalog_enhance.tasks.catalog.data import CatalogDataOptions, catalog_training_rows, load_paired_domains, to_unit_range
 from catalog_enhance.tasks.train.config import register_presets
 from catalog_enhance.tasks.train.data import StepLoader
 from catalog_enhance.tasks.train.gan import evaluating
-from catalog_enhance.tasks.train.runtime import Runtime, autocast, seed_everything, step_generator, to_device
+from catalog_enhance.tasks.runtime import Runtime, autocast, seed_everything, step_generator, to_device
 
 # step_generator streams: X and Y batches (and their crops/flips) are drawn independently.
 STREAM_X, STREAM_Y, STREAM_POOL_X, STREAM_POOL_Y = 0, 1, 2, 3

@@ -23,10 +23,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from catalog_enhance.data_contracts.contracts import PAIRS
 from catalog_enhance.data_contracts.layout import manifest_key
-from catalog_enhance.tasks.imaging import load_rgb
-from catalog_enhance.tasks.resize import imresize, rgb_to_y
-from catalog_enhance.tasks.storage import Lake
-from catalog_enhance.tasks.train.runtime import Runtime, step_generator
+from catalog_enhance.tasks.imaging.codec import load_rgb
+from catalog_enhance.tasks.imaging.resize import imresize, rgb_to_y
+from catalog_enhance.tasks.lake.storage import Lake
+from catalog_enhance.tasks.runtime import Runtime, step_generator
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from torch import nn
 
 from catalog_enhance.models import build_model
 from catalog_enhance.tasks.train.base import Trainer, register_trainer
-from catalog_enhance.tasks.train.catalog_data import (
+from catalog_enhance.tasks.catalog.data import (
     CatalogDataOptions,
     LabelVocabulary,
     catalog_training_rows,
@@ -37,7 +37,7 @@ from catalog_enhance.tasks.train.catalog_data import (
 )
 from catalog_enhance.tasks.train.config import register_presets
 from catalog_enhance.tasks.train.data import StepBatchSampler, StepLoader
-from catalog_enhance.tasks.train.runtime import autocast, seed_everything, step_generator, to_device
+from catalog_enhance.tasks.runtime import autocast, seed_everything, step_generator, to_device
 
 # step_generator streams: one independent random source per use within a step.
 STREAM_BATCH, STREAM_NOISE, STREAM_FAKE_LABELS = 0, 1, 2

@@ -19,16 +19,16 @@ import pyarrow as pa
 import torch
 
 from catalog_enhance.data_contracts.layout import checkpoint_key, training_curve_key
-from catalog_enhance.tasks.storage import Lake
+from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.train.base import trainer_for
-from catalog_enhance.tasks.train.checkpoint import (
+from catalog_enhance.tasks.lake.checkpoints import (
     CheckpointError,
     latest_checkpoint_key,
     load_checkpoint,
     save_checkpoint,
 )
 from catalog_enhance.tasks.train.config import TrainConfig
-from catalog_enhance.tasks.train.runtime import Runtime, configure_backends, seed_everything, select_runtime
+from catalog_enhance.tasks.runtime import Runtime, configure_backends, seed_everything, select_runtime
 
 CHECKPOINT_FORMAT = 1
 

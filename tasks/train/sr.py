@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from catalog_enhance.models import build_model, get_spec
-from catalog_enhance.tasks.evaluate.enhancers import bicubic, model_enhancer
-from catalog_enhance.tasks.evaluate.sr_metrics import psnr_y
-from catalog_enhance.tasks.imaging import load_rgb
-from catalog_enhance.tasks.storage import Lake
+from catalog_enhance.tasks.inference.enhancers import bicubic, model_enhancer
+from catalog_enhance.tasks.imaging.metrics import psnr_y
+from catalog_enhance.tasks.imaging.codec import load_rgb
+from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.train.base import Trainer, register_trainer, table_fingerprint
 from catalog_enhance.tasks.train.config import register_presets
 from catalog_enhance.tasks.train.data import (
@@ -38,7 +38,7 @@ from catalog_enhance.tasks.train.data import (
     fits_in_memory,
     read_pairs,
 )
-from catalog_enhance.tasks.train.runtime import autocast, to_device
+from catalog_enhance.tasks.runtime import autocast, to_device
 
 SR_DATA_DEFAULTS = {
     "scale": 2,

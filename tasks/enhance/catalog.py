@@ -64,8 +64,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from catalog_enhance.data_contracts.enhancements import ENHANCEMENT_KEY_COLUMNS, ENHANCEMENTS
 from catalog_enhance.data_contracts.layout import enhanced_image_key, manifest_key
-from catalog_enhance.tasks import sources
-from catalog_enhance.tasks.enhance import (
+from catalog_enhance.tasks.sources import uris as sources
+from catalog_enhance.tasks.inference.tiling import (
     TileError,
     encode_png,
     super_resolve,
@@ -73,7 +73,7 @@ from catalog_enhance.tasks.enhance import (
     translate_full_resolution,
 )
 from catalog_enhance.tasks.evaluate.gate import current_champion
-from catalog_enhance.tasks.imaging import ImageRejected, decode_untrusted, load_image
+from catalog_enhance.tasks.imaging.codec import ImageRejected, decode_untrusted, load_image
 from catalog_enhance.tasks.ingest import (
     FEED_FORMATS,
     append_quarantine,
@@ -82,12 +82,12 @@ from catalog_enhance.tasks.ingest import (
     load_quarantine,
     read_feed,
 )
-from catalog_enhance.tasks.model_registry import list_versions
-from catalog_enhance.tasks.settings import Settings, load_settings
-from catalog_enhance.tasks.storage import Lake
-from catalog_enhance.tasks.train.catalog_data import filter_rows, parse_filters
-from catalog_enhance.tasks.trained_models import TrainedModel, find_version, load_trained
-from catalog_enhance.tasks.train.runtime import Runtime, select_runtime
+from catalog_enhance.tasks.lake.model_registry import list_versions
+from catalog_enhance.tasks.lake.settings import Settings, load_settings
+from catalog_enhance.tasks.lake.storage import Lake
+from catalog_enhance.tasks.catalog.data import filter_rows, parse_filters
+from catalog_enhance.tasks.inference.trained import TrainedModel, find_version, load_trained
+from catalog_enhance.tasks.runtime import Runtime, select_runtime
 
 STAGE = "enhance"
 QUARANTINE_REASON = "enhancement_failed"

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from catalog_enhance.data_contracts.layout import TMP_PREFIX, safe_key
-from catalog_enhance.tasks.settings import Settings, load_settings
+from catalog_enhance.tasks.lake.settings import Settings, load_settings
 
 # GETs `read_many` keeps in flight at once (the HTTP client's connection pool bounds them too).
 GETS_IN_FLIGHT = 64

@@ -18,9 +18,9 @@ import numpy as np
 from skimage import exposure, filters, restoration
 from torch import nn
 
-from catalog_enhance.tasks.enhance import super_resolve
-from catalog_enhance.tasks.evaluate.sr_metrics import quantize
-from catalog_enhance.tasks.resize import imresize, rgb_to_ycbcr, ycbcr_to_rgb
+from catalog_enhance.tasks.inference.tiling import super_resolve
+from catalog_enhance.tasks.imaging.metrics import quantize
+from catalog_enhance.tasks.imaging.resize import imresize, rgb_to_ycbcr, ycbcr_to_rgb
 
 Enhancer = Callable[[np.ndarray, int], np.ndarray]
 

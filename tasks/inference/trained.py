@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from catalog_enhance.models import build_model, get_spec
-from catalog_enhance.tasks.model_registry import latest_version, list_versions
-from catalog_enhance.tasks.storage import Lake
-from catalog_enhance.tasks.train.checkpoint import load_checkpoint
+from catalog_enhance.tasks.lake.model_registry import latest_version, list_versions
+from catalog_enhance.tasks.lake.storage import Lake
+from catalog_enhance.tasks.lake.checkpoints import load_checkpoint
 from catalog_enhance.tasks.train.config import TrainConfig
-from catalog_enhance.tasks.train.runtime import Runtime, select_runtime, to_device
+from catalog_enhance.tasks.runtime import Runtime, select_runtime, to_device
 
 
 @dataclass

@@ -17,14 +17,14 @@ from datetime import UTC, datetime
 import pandas as pd
 
 from catalog_enhance.tasks.evaluate.cyclegan_eval import FULL, translate_pairs
-from catalog_enhance.tasks.evaluate.enhancers import bicubic
+from catalog_enhance.tasks.inference.enhancers import bicubic
 from catalog_enhance.tasks.evaluate.gan_eval import cgan_sample_grid, data_options, gan_sample_grid
 from catalog_enhance.tasks.evaluate.gate import PRIMARY_METRIC, read_evaluations
 from catalog_enhance.tasks.evaluate.pipeline import EvaluationSummary, sr_scale_of
-from catalog_enhance.tasks.evaluate.sr_metrics import quantize
+from catalog_enhance.tasks.imaging.metrics import quantize
 from catalog_enhance.tasks.evaluate.sr_test import BASELINE_VERSION, pair_images, sr_enhancer, test_pairs
-from catalog_enhance.tasks.model_registry import list_versions, read_curves
-from catalog_enhance.tasks.report import (
+from catalog_enhance.tasks.lake.model_registry import list_versions, read_curves
+from catalog_enhance.tasks.report.html import (
     REPORT_FILENAME,
     ImageGridSection,
     PlotSection,
@@ -36,9 +36,9 @@ from catalog_enhance.tasks.report import (
     plot_training_curves,
     write_report,
 )
-from catalog_enhance.tasks.storage import Lake
-from catalog_enhance.tasks.train.catalog_data import catalog_training_rows, domain_rows
-from catalog_enhance.tasks.trained_models import load_trained
+from catalog_enhance.tasks.lake.storage import Lake
+from catalog_enhance.tasks.catalog.data import catalog_training_rows, domain_rows
+from catalog_enhance.tasks.inference.trained import load_trained
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from urllib.parse import unquote, urlsplit
 
 import fsspec
 
-from catalog_enhance.tasks.imaging import ImageRejected
-from catalog_enhance.tasks.settings import Settings
+from catalog_enhance.tasks.imaging.codec import ImageRejected
+from catalog_enhance.tasks.lake.settings import Settings
 
 SUPPORTED_SCHEMES = ("file", "s3", "http", "https")
 HTTP_TIMEOUT_SECONDS = 60

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from catalog_enhance.tasks.resize import rgb_to_y
+from catalog_enhance.tasks.imaging.resize import rgb_to_y
 
 DATA_RANGE = 255.0
 SSIM_SIGMA = 1.5

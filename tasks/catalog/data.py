@@ -39,9 +39,9 @@ from torch.utils.data import Dataset
 
 from catalog_enhance.data_contracts.contracts import CATALOG, LABEL_PREFIX
 from catalog_enhance.data_contracts.layout import manifest_key
-from catalog_enhance.tasks.imaging import load_rgb
+from catalog_enhance.tasks.imaging.codec import load_rgb
 from catalog_enhance.tasks.ingest import current_catalog
-from catalog_enhance.tasks.storage import Lake
+from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.train.base import table_fingerprint
 from catalog_enhance.tasks.train.data import LakeImages
 

@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from PIL import Image, PngImagePlugin
 from torch import nn
 
-from .resize import imresize, rgb_to_ycbcr, ycbcr_to_rgb
+from catalog_enhance.tasks.imaging.resize import imresize, rgb_to_ycbcr, ycbcr_to_rgb
 
 ImageLike = Image.Image | np.ndarray
 

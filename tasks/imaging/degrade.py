@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image as PILImage
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from catalog_enhance.tasks.resize import Image, imresize
+from catalog_enhance.tasks.imaging.resize import Image, imresize
 
 Range = tuple[float, float]
 

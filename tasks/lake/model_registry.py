@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from catalog_enhance.data_contracts.layout import manifest_key
 from catalog_enhance.data_contracts.model_registry import MODELS, TRAINING_CURVES
 from catalog_enhance.models import get_spec
-from catalog_enhance.tasks.storage import Lake
+from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.train.loop import TrainResult
 
 # The registry's comparable figure, first one a trainer reports: SR gain over bicubic (dB), ...

@@ -1,0 +1,1 @@
+"""Pixels: untrusted decoding and PNG encoding, MATLAB-compatible resize, degradations, SR metrics."""

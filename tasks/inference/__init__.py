@@ -1,0 +1,1 @@
+"""Running trained models: tiled super-resolution, full-resolution translation, loading versions, enhancers."""

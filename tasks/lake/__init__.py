@@ -1,0 +1,1 @@
+"""Plumbing below the stages: settings, the lake (storage), manifests, checkpoints, the model registry."""

@@ -1,0 +1,1 @@
+"""Where catalog images and feeds come from: untrusted URIs resolved, fingerprinted and fetched."""
