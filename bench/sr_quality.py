@@ -89,7 +89,7 @@ def train_at_scale(lake, name: str, scale: int) -> TrainedSR:
 
 def _degradation(lake, scale: int):
     from catalog_enhance.tasks.imaging.degrade import DegradationConfig
-    from catalog_enhance.tasks.train.data import read_pairs
+    from catalog_enhance.tasks.lake.manifests import read_pairs
 
     rows = read_pairs(lake, split="test", scale=scale).slice(0, 1).to_pylist()
     return DegradationConfig.model_validate_json(rows[0]["degradation"]) if rows else DegradationConfig()
@@ -97,7 +97,7 @@ def _degradation(lake, scale: int):
 
 def test_split_pairs(lake, scale: int) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
     from catalog_enhance.tasks.imaging.codec import load_rgb
-    from catalog_enhance.tasks.train.data import read_pairs
+    from catalog_enhance.tasks.lake.manifests import read_pairs
 
     for row in read_pairs(lake, split="test", scale=scale).to_pylist():
         hr = load_rgb(lake.read_bytes(row["hr_key"]))

@@ -66,9 +66,9 @@ def _reset_enhancements(lake) -> None:
 
 def _catalog_images(lake) -> list[np.ndarray]:
     from catalog_enhance.tasks.imaging.codec import load_image
-    from catalog_enhance.tasks.ingest import current_catalog, load_catalog
+    from catalog_enhance.tasks.lake import manifests
 
-    keys = sorted({row["image_key"] for row in current_catalog(load_catalog(lake)).to_pylist()})
+    keys = sorted({row["image_key"] for row in manifests.current_catalog(manifests.read(lake, "catalog")).to_pylist()})
     return [load_image(data) for data in lake.read_many(keys).values()]
 
 

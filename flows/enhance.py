@@ -57,7 +57,7 @@ from catalog_enhance.tasks.enhance.catalog import (
     prepare_enhancement,
     summarize,
 )
-from catalog_enhance.tasks.ingest import chunked
+from catalog_enhance.tasks.batching import chunked
 from catalog_enhance.tasks.lake.settings import Settings, load_settings
 from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.runtime import select_runtime

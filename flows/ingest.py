@@ -15,11 +15,11 @@ from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from catalog_enhance.tasks.batching import chunked
 from catalog_enhance.tasks.ingest import (
     BatchResult,
     IngestSummary,
     WorkItem,
-    chunked,
     finish_ingestion,
     ingest_batch,
     prepare_ingestion,

@@ -9,8 +9,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
-from catalog_enhance.data_contracts.contracts import CATALOG
 from catalog_enhance.data_contracts.layout import manifest_key
+from catalog_enhance.tasks.lake import manifests
 from catalog_enhance.tasks.pairs import (
     ChunkResult,
     PairJob,
@@ -19,7 +19,6 @@ from catalog_enhance.tasks.pairs import (
     finish_pairs,
     make_pairs_for_jobs,
     plan_pairs,
-    read_pairs_manifest,
     record_quarantine,
     summarize,
 )
@@ -45,11 +44,10 @@ def make_pairs(
     settings = load_settings(**({"lake_url": lake_url} if lake_url else {}))
     lake = Lake.from_settings(settings)
     config = config or PairsConfig()
-    catalog_key = manifest_key("catalog")
-    if not lake.exists(catalog_key):
-        raise FileNotFoundError(f"no catalog manifest at {lake.uri(catalog_key)}: run ingestion first")
-    catalog = CATALOG.check(lake.read_table(catalog_key))
-    existing = read_pairs_manifest(lake)
+    if not manifests.exists(lake, "catalog"):
+        raise FileNotFoundError(f"no catalog manifest at {lake.uri(manifest_key('catalog'))}: run ingestion first")
+    catalog = manifests.read(lake, "catalog")
+    existing = manifests.read(lake, "pairs")
 
     plan = plan_pairs(catalog, config, existing)
     size = chunk_size or settings.batch_size
@@ -64,7 +62,7 @@ def make_pairs(
         # .result() re-raises a chunk's final failure, so a broken run never ends green.
         results = [f.result() for f in futures]
 
-    result = finish_pairs(lake, plan, results, existing)
+    result = finish_pairs(lake, plan, results)
     appended = record_quarantine(lake, result.quarantine, run_id=str(flow_run.id))
     summary = summarize(result, appended, time.perf_counter() - started)
     logger.info(

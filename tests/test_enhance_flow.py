@@ -31,12 +31,12 @@ from catalog_enhance.tasks.enhance.catalog import (
     enhance_catalog,
     enhance_folder,
     is_transient_storage_error,
-    load_enhancements,
     load_for_params,
 )
 from catalog_enhance.tasks.evaluate.gate import promote_if_better
 from catalog_enhance.tasks.imaging.codec import load_image
-from catalog_enhance.tasks.ingest import current_catalog, ingest_feed, load_catalog, load_quarantine
+from catalog_enhance.tasks.ingest import ingest_feed
+from catalog_enhance.tasks.lake import manifests
 from catalog_enhance.tasks.lake.model_registry import register_version
 from catalog_enhance.tasks.lake.settings import load_settings
 from catalog_enhance.tasks.lake.storage import Lake
@@ -114,7 +114,7 @@ def snapshot(lake: Lake) -> dict[str, tuple[int, int]]:
 
 
 def catalog_rows(lake: Lake) -> dict[str, dict]:
-    return {r["sku"]: r for r in current_catalog(load_catalog(lake)).to_pylist()}
+    return {r["sku"]: r for r in manifests.current_catalog(manifests.read(lake, "catalog")).to_pylist()}
 
 
 def catalog_rows_of(template) -> dict[str, dict]:
@@ -136,7 +136,7 @@ def test_every_catalog_image_is_enhanced_x2_with_alpha_and_lineage(lake, templat
     assert summary.images_computed == summary.outputs_written == len(SKUS) - 1  # f-dup shares a-studio's image
     assert summary.skipped == summary.quarantined == 0 and summary.manifest_written
 
-    manifest = load_enhancements(lake)
+    manifest = manifests.read(lake, "enhancements")
     assert ENHANCEMENTS.validate(manifest) == []
     rows = {r["sku"]: r for r in manifest.to_pylist()}
     catalog = catalog_rows(lake)
@@ -180,11 +180,11 @@ def test_a_run_that_died_before_its_manifest_is_resumed_without_recomputing(lake
     lake.delete(sorted(outputs)[0])  # ... and before one of the images
     resumed = run(lake)
     assert (resumed.resumed, resumed.images_computed, resumed.outputs_written) == (len(outputs) - 1, 1, 1)
-    assert resumed.enhanced == len(SKUS) and ENHANCEMENTS.validate(load_enhancements(lake)) == []
+    assert resumed.enhanced == len(SKUS) and ENHANCEMENTS.validate(manifests.read(lake, "enhancements")) == []
     after = {k: v for k, v in snapshot(lake).items() if k.startswith("enhanced/")}
     assert set(after) == set(outputs)
     assert {k: after[k] for k in sorted(outputs)[1:]} == {k: outputs[k] for k in sorted(outputs)[1:]}
-    rows = load_enhancements(lake).to_pylist()
+    rows = manifests.read(lake, "enhancements").to_pylist()
     assert all(r["output_sha256"] == hashlib.sha256(lake.read_bytes(r["output_key"])).hexdigest() for r in rows)
 
 
@@ -208,7 +208,7 @@ def test_a_new_champion_re_enhances_everything_for_its_version_only(lake, templa
     after = snapshot(lake)
     assert len([k for k in after if k.startswith(f"enhanced/espcn/{v2}/")]) == len(SKUS) - 1
     assert {k: v for k, v in after.items() if k.startswith(f"enhanced/espcn/{v1}/")} == v1_outputs
-    manifest = load_enhancements(lake)
+    manifest = manifests.read(lake, "enhancements")
     assert sorted(pc.value_counts(manifest["model_version"]).to_pylist(), key=lambda c: c["values"]) == sorted(
         [{"values": v1, "counts": len(SKUS)}, {"values": v2, "counts": len(SKUS)}], key=lambda c: c["values"])
 
@@ -242,10 +242,10 @@ def test_a_corrupt_input_is_quarantined_and_the_others_succeed(lake):
     lake.write_bytes(broken["image_key"], b"this is not a png at all")
     summary = run(lake)
     assert summary.quarantined == 1 and summary.enhanced == len(SKUS) - 1
-    (record,) = load_quarantine(lake).filter(pc.equal(load_quarantine(lake)["stage"], "enhance")).to_pylist()
+    (record,) = manifests.read(lake, "quarantine").filter(pc.equal(manifests.read(lake, "quarantine")["stage"], "enhance")).to_pylist()
     assert (record["sku"], record["reason"], record["run_id"]) == ("b-life", "enhancement_failed", summary.run_id)
     assert "SKU b-life" in record["detail"] and "corrupt input" in record["detail"]
-    assert set(load_enhancements(lake)["sku"].to_pylist()) == set(SKUS) - {"b-life"}
+    assert set(manifests.read(lake, "enhancements")["sku"].to_pylist()) == set(SKUS) - {"b-life"}
 
     # The broken image is tried again next time, fails the same way, and nothing is re-written.
     before = snapshot(lake)
@@ -258,7 +258,7 @@ def test_target_long_side_gives_the_exact_long_side(lake):
     summary = run(lake, params=EnhanceParams(target_long_side=50))
     assert summary.enhanced == len(SKUS)
     catalog = catalog_rows(lake)
-    for row in load_enhancements(lake).to_pylist():
+    for row in manifests.read(lake, "enhancements").to_pylist():
         source = catalog[row["sku"]]
         pixels = load_image(lake.read_bytes(row["output_key"]))
         assert pixels.shape[:2] == fit_size(source["height"], source["width"], 50) == (row["height"], row["width"])
@@ -274,7 +274,7 @@ def test_the_studio_transform_runs_on_lifestyle_images_only(lake, template):
     # Studio and cutout images have the plain params identity: already done, skipped.
     assert (styled.enhanced, styled.skipped) == (len(lifestyle), len(SKUS) - len(lifestyle))
     assert styled.style_model_version == template["cyclegan"]["version"]
-    rows = load_enhancements(lake).to_pylist()
+    rows = manifests.read(lake, "enhancements").to_pylist()
     by_hash = {}
     for row in rows:
         by_hash.setdefault(row["params_hash"], set()).add(row["sku"])
@@ -418,7 +418,7 @@ def test_the_flow_ingests_a_feed_enhances_and_leaves_its_artifacts(lake, templat
     summary = enhance(feed=str(template["feed"]), lake_url=lake.root, chunk_size=2, device="cpu")
     assert summary.images_considered == len(SKUS) and summary.enhanced == len(SKUS) - 1
     assert summary.quarantined == 1 and summary.champion_source == "fallback: latest registered"
-    assert all(lake.exists(r["output_key"]) for r in load_enhancements(lake).to_pylist())
+    assert all(lake.exists(r["output_key"]) for r in manifests.read(lake, "enhancements").to_pylist())
 
     artifacts = _artifacts_of(summary.run_id)
     assert {"enhance-summary", "enhance-progress", "enhance-quarantine"} <= set(artifacts)
@@ -469,7 +469,7 @@ def test_the_fan_out_on_a_local_dask_cluster_writes_the_same_bytes_as_threads(te
     assert outputs(lakes["dask"]) == outputs(lakes["threads"]) and len(outputs(lakes["threads"])) == len(SKUS) - 1
 
     def lineage(path: Path) -> list[dict]:
-        table = load_enhancements(Lake.from_url(str(path)))
+        table = manifests.read(Lake.from_url(str(path)), "enhancements")
         table = table.drop_columns(["seconds", "created_at", "run_id"])
         return table.sort_by([("sku", "ascending")]).to_pylist()
 

@@ -13,7 +13,7 @@ from catalog_enhance.data_contracts.layout import manifest_key
 from catalog_enhance.data_contracts.model_registry import MODELS
 from catalog_enhance.tasks.evaluate.report import write_evaluation_report
 from catalog_enhance.tasks.evaluate.feature_extractor import ClassifierSettings
-from catalog_enhance.tasks.evaluate.gate import current_champion, read_evaluations
+from catalog_enhance.tasks.lake.champions import current_champion, read_evaluations
 from catalog_enhance.tasks.evaluate.pipeline import evaluate_pending, pending_versions
 from catalog_enhance.tasks.lake.model_registry import list_versions, read_registry
 

@@ -14,14 +14,13 @@ from catalog_enhance.data_contracts.layout import manifest_key
 from catalog_enhance.models.registry import MODEL_KINDS
 from catalog_enhance.tasks.evaluate.gate import (
     PRIMARY_METRIC,
-    current_champion,
     decide_promotion,
     primary_value,
     promote_if_better,
-    read_evaluations,
     record_evaluation,
     record_promotion,
 )
+from catalog_enhance.tasks.lake.champions import current_champion, read_evaluations
 from catalog_enhance.tasks.evaluate.sr_eval import sr_evaluation_rows
 
 DATASET = "ds-0123abcd"

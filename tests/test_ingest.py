@@ -21,12 +21,9 @@ from catalog_enhance.data_contracts.contracts import CATALOG, QUARANTINE
 from catalog_enhance.data_contracts.layout import manifest_key
 from catalog_enhance.tasks.sources import uris as sources
 from catalog_enhance.tasks.imaging.codec import load_image
-from catalog_enhance.tasks.ingest import (
-    FeedError,
-    current_catalog,
-    ingest_feed,
-    read_feed,
-)
+from catalog_enhance.tasks.ingest import ingest_feed
+from catalog_enhance.tasks.lake.manifests import current_catalog
+from catalog_enhance.tasks.sources.feeds import FeedError, read_feed
 from catalog_enhance.tasks.lake.settings import load_settings
 from catalog_enhance.tasks.sources.uris import SourceRejected, fetch, resolve
 

@@ -17,6 +17,7 @@ from PIL import Image
 from catalog_enhance.data_contracts.contracts import CATALOG, PAIRS, QUARANTINE
 from catalog_enhance.data_contracts.layout import manifest_key, normalized_image_key, original_image_key
 from catalog_enhance.tasks.imaging.degrade import BicubicStage, DegradationConfig, NoiseStage
+from catalog_enhance.tasks.lake import manifests
 from catalog_enhance.tasks.pairs import (
     PairsConfig,
     SplitFractions,
@@ -24,7 +25,6 @@ from catalog_enhance.tasks.pairs import (
     build_pairs,
     crop_origins,
     make_pairs_for_image,
-    read_pairs_manifest,
     record_quarantine,
 )
 from catalog_enhance.tasks.imaging.resize import imresize
@@ -165,7 +165,7 @@ def test_pairs_rows_sizes_pixels_and_labels(lake):
         ],
     )
     result = build_pairs(lake, catalog, TINY)
-    manifest = read_pairs_manifest(lake)
+    manifest = manifests.read(lake, "pairs")
     assert result.manifest_written and manifest.num_rows == len(result.rows)
     assert PAIRS.validate(manifest) == []
     assert PAIRS.stored_version(manifest) == PAIRS.version
@@ -193,7 +193,7 @@ def test_pairs_rows_sizes_pixels_and_labels(lake):
 def test_rgba_is_composited_on_white(lake):
     catalog = _catalog(lake, [{"sku": "cutout", "h": 24, "w": 24, "seed": 4, "channels": 4}])
     build_pairs(lake, catalog, PairsConfig(hr_size=24, crops_per_image=1, scales=(2,)))
-    row = read_pairs_manifest(lake).to_pylist()[0]
+    row = manifests.read(lake, "pairs").to_pylist()[0]
     hr = _decode(lake, row["hr_key"])
     assert hr.shape == (24, 24, 3)
     assert (hr[:6] == 255).all() and (hr[:, :6] == 255).all()  # transparent border -> white
@@ -225,7 +225,7 @@ def test_rerun_writes_nothing(lake):
     first = build_pairs(lake, catalog, TINY)
     assert len(first.rows) == 4 * 3 * 2
     before = _snapshot(lake)
-    second = build_pairs(lake, catalog, TINY, read_pairs_manifest(lake))
+    second = build_pairs(lake, catalog, TINY, manifests.read(lake, "pairs"))
     assert second.rows == [] and not second.manifest_written
     assert second.skipped_existing == 4 * 3
     assert _snapshot(lake) == before  # same objects, same mtimes
@@ -236,15 +236,15 @@ def test_new_scale_or_new_image_adds_only_what_is_missing(lake):
     catalog = _catalog(lake, specs)
     only_x2 = PairsConfig(hr_size=24, crops_per_image=1, scales=(2,))
     build_pairs(lake, catalog, only_x2)
-    x2_keys = set(read_pairs_manifest(lake).column("hr_key").to_pylist())
+    x2_keys = set(manifests.read(lake, "pairs").column("hr_key").to_pylist())
     both = PairsConfig(hr_size=24, crops_per_image=1, scales=(2, 3))
     assert both.config_hash == only_x2.config_hash  # scales are not part of the identity
-    result = build_pairs(lake, catalog, both, read_pairs_manifest(lake))
+    result = build_pairs(lake, catalog, both, manifests.read(lake, "pairs"))
     assert {r["scale"] for r in result.rows} == {3} and len(result.rows) == 2
     catalog = _catalog(lake, [*specs, {"sku": "s9", "h": 30, "w": 30, "seed": 9}])
-    result = build_pairs(lake, catalog, both, read_pairs_manifest(lake))
+    result = build_pairs(lake, catalog, both, manifests.read(lake, "pairs"))
     assert {r["sku"] for r in result.rows} == {"s9"}
-    manifest = read_pairs_manifest(lake)
+    manifest = manifests.read(lake, "pairs")
     assert manifest.num_rows == 6 and x2_keys <= set(manifest.column("hr_key").to_pylist())
 
 
@@ -293,7 +293,7 @@ def test_bad_images_are_quarantined_while_others_pair(lake):
     assert QUARANTINE.validate(table) == [] and table.num_rows == 5
     # The re-run finds the same problems but appends nothing and writes nothing.
     before = _snapshot(lake)
-    again = build_pairs(lake, catalog, TINY, read_pairs_manifest(lake))
+    again = build_pairs(lake, catalog, TINY, manifests.read(lake, "pairs"))
     assert again.rows == [] and len(again.quarantine) == 5
     assert record_quarantine(lake, again.quarantine, run_id="run-2") == 0
     assert _snapshot(lake) == before
@@ -306,14 +306,14 @@ def test_degradation_config_changes_the_pairs(lake):
         degradation=DegradationConfig(stages=[BicubicStage(), NoiseStage(sigma=(20.0, 20.0))]),
     )
     clean_rows = build_pairs(lake, catalog, PairsConfig(hr_size=24, crops_per_image=1, scales=(2,))).rows
-    noisy_rows = build_pairs(lake, catalog, noisy, read_pairs_manifest(lake)).rows
+    noisy_rows = build_pairs(lake, catalog, noisy, manifests.read(lake, "pairs")).rows
     assert noisy_rows[0]["config_hash"] != clean_rows[0]["config_hash"]
     assert '"noise"' in noisy_rows[0]["degradation"]
     clean_lr, noisy_lr = _decode(lake, clean_rows[0]["lr_key"]), _decode(lake, noisy_rows[0]["lr_key"])
     # Same HR crop (crops depend on image, seed and hr_size only), different LR.
     assert np.array_equal(_decode(lake, clean_rows[0]["hr_key"]), _decode(lake, noisy_rows[0]["hr_key"]))
     assert 10 < np.abs(clean_lr.astype(int) - noisy_lr).mean() < 25
-    assert read_pairs_manifest(lake).num_rows == 2
+    assert manifests.read(lake, "pairs").num_rows == 2
 
 
 def test_config_validation():
@@ -345,7 +345,7 @@ def test_flow_makes_pairs_then_nothing_on_rerun(lake, prefect_harness):
     assert summary.pairs_written == 9 and sum(summary.pairs_by_split_scale.values()) == 9
     assert summary.quarantined == 3 and summary.quarantine_appended == 3 and summary.manifest_written
     assert summary.counts()["pairs written"] == 9 and "| pairs written | 9 |" in summary.to_markdown()
-    manifest = read_pairs_manifest(lake)
+    manifest = manifests.read(lake, "pairs")
     assert PAIRS.validate(manifest) == [] and manifest.num_rows == 9
     assert "label_material" in manifest.column_names
     quarantine = lake.read_table(manifest_key("quarantine"))

@@ -8,7 +8,9 @@ import torch.nn.functional as F
 from generative_catalog import build_catalog
 
 from catalog_enhance.tasks.train import make_config, select_runtime, trainer_for
-from catalog_enhance.tasks.catalog.data import CatalogDataError, crop_and_flip, latest_catalog, load_paired_domains
+from catalog_enhance.tasks.catalog.images import crop_and_flip, load_paired_domains
+from catalog_enhance.tasks.catalog.labels import CatalogDataError
+from catalog_enhance.tasks.catalog.rows import latest_catalog
 from catalog_enhance.tasks.lake.checkpoints import load_checkpoint
 from catalog_enhance.tasks.train.cyclegan import linear_decay
 from catalog_enhance.tasks.train.loop import train_model

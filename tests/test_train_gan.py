@@ -15,16 +15,9 @@ from PIL import Image
 from catalog_enhance.data_contracts.layout import checkpoint_key
 from catalog_enhance.tasks.pairs import assign_split
 from catalog_enhance.tasks.train import make_config, select_runtime, trainer_for
-from catalog_enhance.tasks.catalog.data import (
-    UNKNOWN_LABEL,
-    CatalogDataError,
-    LabelVocabulary,
-    catalog_training_rows,
-    filter_rows,
-    latest_catalog,
-    load_catalog_images,
-    prepare_image,
-)
+from catalog_enhance.tasks.catalog.images import load_catalog_images, prepare_image
+from catalog_enhance.tasks.catalog.labels import UNKNOWN_LABEL, CatalogDataError, LabelVocabulary, filter_rows
+from catalog_enhance.tasks.catalog.rows import catalog_training_rows, latest_catalog
 from catalog_enhance.tasks.lake.checkpoints import load_checkpoint
 from catalog_enhance.tasks.train.loop import train_model
 

@@ -12,7 +12,9 @@ from catalog_enhance.tasks.imaging.codec import load_rgb
 from catalog_enhance.tasks.imaging.resize import imresize, rgb_to_y
 from catalog_enhance.tasks.train import make_config, select_runtime, trainer_for
 from catalog_enhance.tasks.lake.checkpoints import load_checkpoint
-from catalog_enhance.tasks.train.data import LakeImages, SRPairDataset, read_pairs, upscale_window
+from catalog_enhance.tasks.imaging.lake_images import LakeImages
+from catalog_enhance.tasks.lake.manifests import read_pairs
+from catalog_enhance.tasks.train.data import SRPairDataset, upscale_window
 from catalog_enhance.tasks.train.loop import train_model
 from catalog_enhance.tasks.runtime import seed_everything
 from catalog_enhance.tasks.train.sr import learning_rate, validate

@@ -62,8 +62,9 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from catalog_enhance.data_contracts.enhancements import ENHANCEMENT_KEY_COLUMNS, ENHANCEMENTS
+from catalog_enhance.data_contracts.enhancements import ENHANCEMENT_KEY_COLUMNS
 from catalog_enhance.data_contracts.layout import enhanced_image_key, manifest_key
+from catalog_enhance.tasks.lake import manifests
 from catalog_enhance.tasks.sources import uris as sources
 from catalog_enhance.tasks.inference.tiling import (
     TileError,
@@ -72,20 +73,13 @@ from catalog_enhance.tasks.inference.tiling import (
     super_resolve_to_long_side,
     translate_full_resolution,
 )
-from catalog_enhance.tasks.evaluate.gate import current_champion
+from catalog_enhance.tasks.lake.champions import current_champion
 from catalog_enhance.tasks.imaging.codec import ImageRejected, decode_untrusted, load_image
-from catalog_enhance.tasks.ingest import (
-    FEED_FORMATS,
-    append_quarantine,
-    current_catalog,
-    load_catalog,
-    load_quarantine,
-    read_feed,
-)
+from catalog_enhance.tasks.sources.feeds import FEED_FORMATS, read_feed
 from catalog_enhance.tasks.lake.model_registry import list_versions
 from catalog_enhance.tasks.lake.settings import Settings, load_settings
 from catalog_enhance.tasks.lake.storage import Lake
-from catalog_enhance.tasks.catalog.data import filter_rows, parse_filters
+from catalog_enhance.tasks.catalog.labels import filter_rows, parse_filters
 from catalog_enhance.tasks.inference.trained import TrainedModel, find_version, load_trained
 from catalog_enhance.tasks.runtime import Runtime, select_runtime
 
@@ -443,12 +437,6 @@ class EnhanceJob:
     skus: tuple[SkuRef, ...]
 
 
-def load_enhancements(lake: Lake) -> pa.Table:
-    """The enhancement manifest, validated; empty (with its schema) before the first run."""
-    key = manifest_key("enhancements")
-    return ENHANCEMENTS.check(lake.read_table(key)) if lake.exists(key) else ENHANCEMENTS.empty()
-
-
 def plan_enhancement(catalog_current: pa.Table, manifest: pa.Table, champion: ModelRef, params: EnhanceParams,
                      *, style: ModelRef | None = None, style_domain: str | list[str] | None = None
                      ) -> list[EnhanceJob]:
@@ -685,26 +673,11 @@ def finish_enhancement(lake: Lake, results: Iterable[ChunkResult], *, run_id: st
     total = ChunkResult()
     for result in results:
         total.extend(result)
-    existing = load_enhancements(lake)
-    columns = [existing.column(c).to_pylist() for c in ENHANCEMENT_KEY_COLUMNS]
-    seen = set(zip(*columns))
-    fresh = []
-    for row in total.rows:
-        key = tuple(row[c] for c in ENHANCEMENT_KEY_COLUMNS)
-        if key not in seen:
-            seen.add(key)
-            fresh.append(row)
-    if fresh:
-        table = pa.concat_tables([existing, ENHANCEMENTS.table(fresh)])
-        lake.write_table(manifest_key("enhancements"), ENHANCEMENTS.table(table))
+    added = manifests.append(lake, "enhancements", total.rows, key=ENHANCEMENT_KEY_COLUMNS) if total.rows else 0
     appended = 0
     if total.quarantine:
-        quarantine = load_quarantine(lake)
-        log = append_quarantine(quarantine, total.quarantine, run_id=run_id, now=now or datetime.now(timezone.utc))
-        if log is not None:
-            lake.write_table(manifest_key("quarantine"), log)
-            appended = log.num_rows - quarantine.num_rows
-    return FinishResult(total, len(fresh), bool(fresh), appended)
+        appended = manifests.quarantine(lake, total.quarantine, run_id=run_id, now=now or datetime.now(timezone.utc))
+    return FinishResult(total, added, added > 0, appended)
 
 
 # -- a whole run --------------------------------------------------------------------------------------
@@ -727,8 +700,8 @@ def prepare_enhancement(lake: Lake, params: EnhanceParams, *, model: str | None 
     """Choose and load the models once, check them, and plan the jobs."""
     started = time.perf_counter()
     choice, models = load_for_params(lake, params, model=model, style_model=style_model, runtime=runtime)
-    catalog = current_catalog(load_catalog(lake))
-    jobs = plan_enhancement(catalog, load_enhancements(lake), choice.sr.ref, params,
+    catalog = manifests.current_catalog(manifests.read(lake, "catalog"))
+    jobs = plan_enhancement(catalog, manifests.read(lake, "enhancements"), choice.sr.ref, params,
                             style=None if choice.style is None else choice.style.ref,
                             style_domain=models.style_domain)
     return PreparedEnhancement(choice, models, params, jobs, catalog.num_rows, run_id or uuid.uuid4().hex, started)

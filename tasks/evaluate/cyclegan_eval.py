@@ -34,8 +34,8 @@ from catalog_enhance.tasks.evaluate.gan_eval import data_options
 from catalog_enhance.tasks.imaging.metrics import psnr_y, ssim_y
 from catalog_enhance.tasks.imaging.codec import load_rgb
 from catalog_enhance.tasks.lake.storage import Lake
-from catalog_enhance.tasks.train.base import table_fingerprint
-from catalog_enhance.tasks.catalog.data import catalog_training_rows, domain_rows, product_pairs
+from catalog_enhance.tasks.lake.manifests import table_fingerprint
+from catalog_enhance.tasks.catalog.rows import catalog_training_rows, domain_rows, product_pairs
 from catalog_enhance.tasks.inference.trained import TrainedModel
 
 IDENTITY = "identity"

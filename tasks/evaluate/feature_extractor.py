@@ -40,14 +40,10 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from catalog_enhance.data_contracts.layout import feature_extractor_key
 from catalog_enhance.models import build_model
 from catalog_enhance.tasks.lake.storage import Lake
-from catalog_enhance.tasks.train.base import table_fingerprint
-from catalog_enhance.tasks.catalog.data import (
-    UNKNOWN_LABEL,
-    LabelVocabulary,
-    catalog_training_rows,
-    load_catalog_images,
-    prepare_image,
-)
+from catalog_enhance.tasks.lake.manifests import table_fingerprint
+from catalog_enhance.tasks.catalog.images import load_catalog_images, prepare_image
+from catalog_enhance.tasks.catalog.labels import UNKNOWN_LABEL, LabelVocabulary
+from catalog_enhance.tasks.catalog.rows import catalog_training_rows
 from catalog_enhance.tasks.lake.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)

@@ -30,14 +30,13 @@ from torch import nn
 from catalog_enhance.models import build_model
 from catalog_enhance.tasks.evaluate.feature_extractor import FeatureExtractor, fid_kid
 from catalog_enhance.tasks.lake.storage import Lake
-from catalog_enhance.tasks.train.base import table_fingerprint
-from catalog_enhance.tasks.catalog.data import (
+from catalog_enhance.tasks.lake.manifests import table_fingerprint
+from catalog_enhance.tasks.catalog.images import load_catalog_images
+from catalog_enhance.tasks.catalog.labels import LabelVocabulary, filter_rows
+from catalog_enhance.tasks.catalog.rows import (
     CatalogDataOptions,
-    LabelVocabulary,
     catalog_training_rows,
-    filter_rows,
     latest_catalog,
-    load_catalog_images,
     split_rows,
 )
 from catalog_enhance.tasks.inference.trained import TrainedModel

@@ -6,24 +6,20 @@ promote), so a regression can never replace a champion. Every evaluation and eve
 promoted or refused, is appended to the evaluations manifest with its reason; enhancement reads
 the champion back with `current_champion`.
 
-Appends read the manifest, add rows and rewrite it atomically (`Lake.write_table`): readers never
-see a half-written table. A process-wide lock serialises appends from threads (Prefect's thread
-pool); two processes appending at the same moment could still lose rows (object stores have no
-compare-and-swap), so evaluation flows do not overlap (deployment concurrency limit 1).
+Rows are appended through `lake.manifests` (validated, written atomically); the current champion
+is read back with `lake.champions.current_champion`.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import pyarrow as pa
 
-from catalog_enhance.data_contracts.evaluations import EVALUATIONS
-from catalog_enhance.data_contracts.layout import manifest_key
+from catalog_enhance.tasks.lake import manifests
+from catalog_enhance.tasks.lake.champions import current_champion
 
 
 @dataclass(frozen=True)
@@ -126,22 +122,8 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def read_evaluations(lake) -> pa.Table:
-    """The evaluations manifest, validated; an empty table if nothing was recorded yet."""
-    key = manifest_key("evaluations")
-    if not lake.exists(key):
-        return EVALUATIONS.empty()
-    return EVALUATIONS.check(lake.read_table(key))
-
-
-_APPEND_LOCK = threading.Lock()
-
-
 def _append(lake, rows: list[dict]) -> None:
-    new = EVALUATIONS.table(rows)  # validated before anything is written
-    with _APPEND_LOCK:
-        table = pa.concat_tables([read_evaluations(lake).cast(new.schema), new])
-        lake.write_table(manifest_key("evaluations"), EVALUATIONS.table(table))
+    manifests.append(lake, "evaluations", rows)  # validated before anything is written
 
 
 def record_evaluation(lake, rows: Iterable[Mapping]) -> int:
@@ -192,37 +174,6 @@ def record_promotion(
     }
     _append(lake, [row])
     return row
-
-
-@dataclass(frozen=True)
-class Champion:
-    model_name: str
-    model_kind: str
-    version: str
-    metric: str
-    value: float
-    dataset_hash: str
-    promoted_at: datetime
-    reason: str
-
-
-def current_champion(lake, model_name_or_kind: str) -> Champion | None:
-    """The champion of a model kind ("sr": srcnn and espcn compete) or, given a model name, that
-    model's latest promoted version; None if nothing was ever promoted."""
-    by = "model_kind" if model_name_or_kind in PRIMARY_METRIC else "model_name"
-    rows = [
-        r for r in read_evaluations(lake).to_pylist()
-        if r["record"] == "decision" and r["promoted"] and r[by] == model_name_or_kind
-    ]
-    if not rows:
-        return None
-    # Latest promotion wins; among equal timestamps, the one appended last.
-    latest = max(enumerate(rows), key=lambda item: (item[1]["evaluated_at"], item[0]))[1]
-    return Champion(
-        model_name=latest["model_name"], model_kind=latest["model_kind"], version=latest["version"],
-        metric=latest["metric"], value=latest["value"], dataset_hash=latest["dataset_hash"],
-        promoted_at=latest["evaluated_at"], reason=latest["reason"],
-    )
 
 
 def promote_if_better(

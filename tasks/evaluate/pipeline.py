@@ -32,16 +32,14 @@ from catalog_enhance.tasks.evaluate.feature_extractor import ClassifierSettings,
 from catalog_enhance.tasks.evaluate.gan_eval import data_options, evaluate_gan
 from catalog_enhance.tasks.evaluate.gate import (
     PRIMARY_METRIC,
-    Champion,
     Decision,
-    current_champion,
     primary_metric,
     primary_value,
     promote_if_better,
-    read_evaluations,
     record_evaluation,
     record_promotion,
 )
+from catalog_enhance.tasks.lake.champions import Champion, current_champion, read_evaluations
 from catalog_enhance.tasks.evaluate.sr_test import (
     BASELINE_VERSION,
     SCALES,

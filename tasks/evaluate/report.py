@@ -19,7 +19,8 @@ import pandas as pd
 from catalog_enhance.tasks.evaluate.cyclegan_eval import FULL, translate_pairs
 from catalog_enhance.tasks.inference.enhancers import bicubic
 from catalog_enhance.tasks.evaluate.gan_eval import cgan_sample_grid, data_options, gan_sample_grid
-from catalog_enhance.tasks.evaluate.gate import PRIMARY_METRIC, read_evaluations
+from catalog_enhance.tasks.evaluate.gate import PRIMARY_METRIC
+from catalog_enhance.tasks.lake.champions import read_evaluations
 from catalog_enhance.tasks.evaluate.pipeline import EvaluationSummary, sr_scale_of
 from catalog_enhance.tasks.imaging.metrics import quantize
 from catalog_enhance.tasks.evaluate.sr_test import BASELINE_VERSION, pair_images, sr_enhancer, test_pairs
@@ -37,7 +38,7 @@ from catalog_enhance.tasks.report.html import (
     write_report,
 )
 from catalog_enhance.tasks.lake.storage import Lake
-from catalog_enhance.tasks.catalog.data import catalog_training_rows, domain_rows
+from catalog_enhance.tasks.catalog.rows import catalog_training_rows, domain_rows
 from catalog_enhance.tasks.inference.trained import load_trained
 
 log = logging.getLogger(__name__)

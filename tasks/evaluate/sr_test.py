@@ -24,17 +24,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from catalog_enhance.data_contracts.contracts import PAIRS
-from catalog_enhance.data_contracts.layout import manifest_key
 from catalog_enhance.tasks.imaging.degrade import DegradationConfig
 from catalog_enhance.tasks.inference.enhancers import Enhancer, classical_enhancers, model_enhancer
-from catalog_enhance.tasks.evaluate.gate import current_champion
+from catalog_enhance.tasks.lake.champions import current_champion
 from catalog_enhance.tasks.evaluate.sr_eval import REFERENCE, evaluate_sr, sr_evaluation_rows, summarize
 from catalog_enhance.tasks.imaging.codec import load_rgb
 from catalog_enhance.tasks.lake.model_registry import list_versions
 from catalog_enhance.tasks.pairs import PairsConfig
+from catalog_enhance.tasks.lake.manifests import read_pairs
 from catalog_enhance.tasks.lake.storage import Lake
-from catalog_enhance.tasks.train.base import table_fingerprint
+from catalog_enhance.tasks.lake.manifests import table_fingerprint
 from catalog_enhance.tasks.inference.trained import TrainedModel, find_version
 
 log = logging.getLogger(__name__)
@@ -42,13 +41,6 @@ log = logging.getLogger(__name__)
 SCALES = (2, 3, 4)
 TEST_SPLIT = "test"
 BASELINE_VERSION = "classical"  # the `version` of the baselines' evaluation rows
-
-
-def read_pairs_table(lake: Lake) -> pa.Table:
-    key = manifest_key("pairs")
-    if not lake.exists(key):
-        raise FileNotFoundError(f"no pairs manifest at {lake.uri(key)!r}: run the pairs stage first")
-    return PAIRS.check(lake.read_table(key))
 
 
 def current_pairs_config_hash(pairs: pa.Table) -> str | None:
@@ -66,17 +58,14 @@ def current_pairs_config_hash(pairs: pa.Table) -> str | None:
 
 def test_pairs(lake: Lake, scale: int, *, config_hash: str | None = None, split: str = TEST_SPLIT) -> pa.Table:
     """The test-split pairs at `scale` of `config_hash` (default: the current config), by pair_id."""
-    pairs = read_pairs_table(lake)
-    config_hash = config_hash or current_pairs_config_hash(pairs)
-    mask = pc.and_(pc.equal(pairs["split"], split), pc.equal(pairs["scale"], pa.scalar(scale, pa.int8())))
-    mask = pc.and_(mask, pc.equal(pairs["config_hash"], config_hash or ""))
-    return pairs.filter(mask).sort_by([("pair_id", "ascending")])
+    config_hash = config_hash or current_pairs_config_hash(read_pairs(lake))
+    return read_pairs(lake, split=split, scale=scale, config_hash=config_hash or "")
 
 
 def pairs_degradation(lake: Lake) -> DegradationConfig:
     """The degradation of the current pairs config (how its LR images were made); default if none."""
     try:
-        pairs = read_pairs_table(lake)
+        pairs = read_pairs(lake)
     except FileNotFoundError:
         return DegradationConfig()
     config_hash = current_pairs_config_hash(pairs)

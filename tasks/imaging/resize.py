@@ -19,7 +19,6 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 Image = TypeVar("Image", np.ndarray, torch.Tensor)
 

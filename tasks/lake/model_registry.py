@@ -6,10 +6,9 @@ losses to the training-curves manifest), validated against the contracts in
 Registering the same finished run again (a Prefect retry after the training completed) returns
 the existing row instead of adding a duplicate.
 
-Concurrency: appends are serialised by a process-wide lock, which covers training tasks running
-in one flow's thread pool. Two processes registering into the same lake at the same moment
-could lose a row (object stores offer no compare-and-swap); a deployment concurrency limit
-keeps nightly runs from overlapping.
+What is registered is any finished run with the attributes of `FinishedRun` (the trainer's
+`TrainResult` is one), so this plumbing never imports the training stage. Both manifests are
+written through `lake.manifests`, as changes applied to the manifest as it is at write time.
 """
 
 from __future__ import annotations
@@ -21,19 +20,53 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import metadata as importlib_metadata
 from pathlib import Path
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from catalog_enhance.data_contracts.layout import manifest_key
 from catalog_enhance.data_contracts.model_registry import MODELS, TRAINING_CURVES
 from catalog_enhance.models import get_spec
+from catalog_enhance.tasks.lake import manifests
 from catalog_enhance.tasks.lake.storage import Lake
-from catalog_enhance.tasks.train.loop import TrainResult
 
 # The registry's comparable figure, first one a trainer reports: SR gain over bicubic (dB), ...
 VAL_METRIC_PREFERENCE = ("val_psnr_gain", "val_fid", "val_kid")
+# One registration at a time per process: the version name is chosen against the registry as read.
 _LOCK = threading.Lock()
+
+
+class RunConfig(Protocol):
+    model: str
+    preset: str
+
+    def config_hash(self) -> str: ...
+
+    def model_dump(self, *, mode: str) -> dict[str, Any]: ...
+
+
+class RunCurve(Protocol):
+    steps: list[int]
+    names: list[str]
+    values: list[float]
+
+
+class FinishedRun(Protocol):
+    """What registering a run needs of it (train.loop.TrainResult has all of it)."""
+
+    config: RunConfig
+    run: str
+    completed: bool
+    steps_done: int
+    final_losses: dict[str, float]
+    checkpoint_key: str | None
+    seconds: float
+    curve: RunCurve
+    curve_key: str | None
+    metrics: dict[str, float]
+    metadata: dict
+    data_manifest_hash: str
+    device: str
 
 
 @lru_cache(maxsize=1)
@@ -65,19 +98,13 @@ def new_version(name: str, config_hash: str, created: datetime, taken: set[str] 
     return version
 
 
-def _read(lake: Lake, key: str, contract) -> pa.Table:
-    if not lake.exists(key):
-        return contract.empty()
-    return contract.check(lake.read_table(key))
-
-
 def read_registry(lake: Lake) -> pa.Table:
     """The whole registry (validated); empty with the contract's schema if none exists yet."""
-    return _read(lake, manifest_key("models"), MODELS)
+    return manifests.read(lake, "models")
 
 
 def read_curves(lake: Lake, name: str | None = None, version: str | None = None) -> pa.Table:
-    table = _read(lake, manifest_key("training_curves"), TRAINING_CURVES)
+    table = manifests.read(lake, "training_curves")
     if name is not None:
         table = table.filter(pc.equal(table["model"], name))
     if version is not None:
@@ -96,11 +123,11 @@ def _val_metric(metrics: dict[str, float]) -> tuple[str | None, float | None]:
     return None, None
 
 
-def register_version(lake: Lake, result: TrainResult, *, status: str = "trained",
+def register_version(lake: Lake, result: FinishedRun, *, status: str = "trained",
                      created: datetime | None = None) -> dict:
     """Append a version row for a completed training run (and its loss curve); returns the row."""
     if not result.completed or result.checkpoint_key is None:
-        raise ValueError(f"{result.model}: run {result.run} did not complete; only finished runs are registered")
+        raise ValueError(f"{result.config.model}: run {result.run} did not complete; only finished runs are registered")
     config = result.config
     with _LOCK:
         registry = read_registry(lake)
@@ -147,9 +174,8 @@ def register_version(lake: Lake, result: TrainResult, *, status: str = "trained"
                 "value": pa.array(curve.values, pa.float64()),
             })
         )
-        curves = _read(lake, manifest_key("training_curves"), TRAINING_CURVES)
-        lake.write_table(manifest_key("training_curves"), pa.concat_tables([curves, curve_rows]))
-        lake.write_table(manifest_key("models"), pa.concat_tables([registry, new_row]))
+        manifests.append(lake, "training_curves", curve_rows)
+        manifests.append(lake, "models", new_row)
         return new_row.to_pylist()[0]
 
 

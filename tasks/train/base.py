@@ -7,26 +7,12 @@ A trainer owns one model family's data, modules, optimisers and one optimisation
 from __future__ import annotations
 
 import abc
-import hashlib
-import json
 from typing import ClassVar
-
-import pyarrow as pa
 
 from catalog_enhance.models.registry import get_spec
 from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.train.config import TrainConfig
 from catalog_enhance.tasks.runtime import Runtime
-
-
-def table_fingerprint(table: pa.Table) -> str:
-    """sha256 (16 hex) of a manifest slice's rows in order: identifies the training data used."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps(table.column_names).encode())
-    for row in table.to_pylist():
-        digest.update(json.dumps(row, sort_keys=True, default=str, separators=(",", ":")).encode())
-        digest.update(b"\n")
-    return digest.hexdigest()[:16]
 
 
 class Trainer(abc.ABC):

@@ -36,8 +36,10 @@ from torch import nn
 
 from catalog_enhance.models import build_model
 from catalog_enhance.models.cyclegan import ImageHistoryBuffer
-from catalog_enhance.tasks.train.base import Trainer, register_trainer, table_fingerprint
-from catalog_enhance.tasks.catalog.data import CatalogDataOptions, catalog_training_rows, load_paired_domains, to_unit_range
+from catalog_enhance.tasks.train.base import Trainer, register_trainer
+from catalog_enhance.tasks.lake.manifests import table_fingerprint
+from catalog_enhance.tasks.catalog.images import load_paired_domains, to_unit_range
+from catalog_enhance.tasks.catalog.rows import CatalogDataOptions, catalog_training_rows
 from catalog_enhance.tasks.train.config import register_presets
 from catalog_enhance.tasks.train.data import StepLoader
 from catalog_enhance.tasks.train.gan import evaluating

@@ -6,26 +6,21 @@ own seed for random crops and flips; `StepLoader` wraps a `torch.utils.data.Data
 hands out the batch of any step, so a resumed run sees exactly the batches the uninterrupted run
 saw.
 
-Images come from the lake (`Lake.read_many`, decoded with `imaging.load_rgb`) and are cached in
-memory as uint8 when the dataset is small enough, otherwise read per sample.
+Images come from the lake through `imaging.lake_images.LakeImages` (cached in memory as uint8
+when the dataset is small enough, otherwise read per sample).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from catalog_enhance.data_contracts.contracts import PAIRS
-from catalog_enhance.data_contracts.layout import manifest_key
-from catalog_enhance.tasks.imaging.codec import load_rgb
+from catalog_enhance.tasks.imaging.lake_images import LakeImages
 from catalog_enhance.tasks.imaging.resize import imresize, rgb_to_y
-from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.runtime import Runtime, step_generator
 
 log = logging.getLogger(__name__)
@@ -33,69 +28,6 @@ log = logging.getLogger(__name__)
 # Streams of step_generator: per-epoch permutations live apart from per-step sample seeds.
 _PERMUTATION_STREAM = 1_000_000
 _SAMPLE_SEED_LIMIT = 2**62
-# Preload images when their decoded uint8 pixels take at most this many MB (data.cache_mb).
-DEFAULT_CACHE_MB = 1024
-_READ_CHUNK = 64
-
-
-# -- images from the lake ------------------------------------------------------------------------
-
-
-class LakeImages:
-    """Decoded images by key: preloaded into memory (small datasets) or read on demand.
-
-    `skipped` lists (key, reason) for images that failed to load during preloading; reading an
-    unloadable image on demand raises a ValueError naming the key.
-    """
-
-    def __init__(
-        self,
-        lake: Lake,
-        keys: Sequence[str],
-        *,
-        preload: bool,
-        decode: Callable[[bytes], np.ndarray] = load_rgb,
-    ):
-        self.lake = lake
-        self.decode = decode
-        self.preloaded = preload
-        self.skipped: list[tuple[str, str]] = []
-        self._cache: dict[str, np.ndarray] = {}
-        if preload:
-            unique = list(dict.fromkeys(keys))
-            for start in range(0, len(unique), _READ_CHUNK):
-                chunk = unique[start : start + _READ_CHUNK]
-                try:
-                    blobs = lake.read_many(chunk)
-                except (FileNotFoundError, OSError):  # find which ones, one by one
-                    blobs = {}
-                    for key in chunk:
-                        try:
-                            blobs[key] = lake.read_bytes(key)
-                        except (FileNotFoundError, OSError) as error:
-                            self.skipped.append((key, f"unreadable: {type(error).__name__}: {error}"))
-                for key, blob in blobs.items():
-                    try:
-                        self._cache[key] = decode(blob)
-                    except Exception as error:  # noqa: BLE001  (any decoder failure: skip, say why)
-                        self.skipped.append((key, f"undecodable: {type(error).__name__}: {error}"))
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._cache if self.preloaded else True
-
-    def __getitem__(self, key: str) -> np.ndarray:
-        if self.preloaded:
-            return self._cache[key]
-        try:
-            return self.decode(self.lake.read_bytes(key))
-        except Exception as error:  # noqa: BLE001
-            raise ValueError(f"image {key!r}: cannot load ({type(error).__name__}: {error})") from error
-
-
-def fits_in_memory(pixel_counts: Sequence[int], channels: int = 3, cache_mb: float = DEFAULT_CACHE_MB) -> bool:
-    return sum(pixel_counts) * channels <= cache_mb * 2**20
-
-
 # -- resumable batches ---------------------------------------------------------------------------
 
 
@@ -191,17 +123,6 @@ def dihedral(t: torch.Tensor, k: int) -> torch.Tensor:
 
 
 # -- super-resolution pairs ----------------------------------------------------------------------
-
-
-def read_pairs(lake: Lake, *, split: str, scale: int) -> pa.Table:
-    """The pairs manifest's rows of one split and scale, sorted by pair_id (stable batches)."""
-    key = manifest_key("pairs")
-    if not lake.exists(key):
-        raise FileNotFoundError(f"no pairs manifest at {key!r}: run the pairs stage first")
-    table = PAIRS.check(lake.read_table(key))
-    mask = pc.and_(pc.equal(table["split"], split), pc.equal(table["scale"], pa.scalar(scale, pa.int8())))
-    rows = table.filter(mask)
-    return rows.sort_by([("pair_id", "ascending")])
 
 
 def to_channels(rgb: np.ndarray | torch.Tensor, channels: int) -> torch.Tensor:

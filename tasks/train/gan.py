@@ -28,13 +28,9 @@ from torch import nn
 
 from catalog_enhance.models import build_model
 from catalog_enhance.tasks.train.base import Trainer, register_trainer
-from catalog_enhance.tasks.catalog.data import (
-    CatalogDataOptions,
-    LabelVocabulary,
-    catalog_training_rows,
-    load_catalog_images,
-    to_unit_range,
-)
+from catalog_enhance.tasks.catalog.images import load_catalog_images, to_unit_range
+from catalog_enhance.tasks.catalog.labels import LabelVocabulary
+from catalog_enhance.tasks.catalog.rows import CatalogDataOptions, catalog_training_rows
 from catalog_enhance.tasks.train.config import register_presets
 from catalog_enhance.tasks.train.data import StepBatchSampler, StepLoader
 from catalog_enhance.tasks.runtime import autocast, seed_everything, step_generator, to_device

@@ -28,16 +28,12 @@ from catalog_enhance.tasks.inference.enhancers import bicubic, model_enhancer
 from catalog_enhance.tasks.imaging.metrics import psnr_y
 from catalog_enhance.tasks.imaging.codec import load_rgb
 from catalog_enhance.tasks.lake.storage import Lake
-from catalog_enhance.tasks.train.base import Trainer, register_trainer, table_fingerprint
+from catalog_enhance.tasks.train.base import Trainer, register_trainer
+from catalog_enhance.tasks.lake.manifests import table_fingerprint
 from catalog_enhance.tasks.train.config import register_presets
-from catalog_enhance.tasks.train.data import (
-    DEFAULT_CACHE_MB,
-    LakeImages,
-    SRPairDataset,
-    StepLoader,
-    fits_in_memory,
-    read_pairs,
-)
+from catalog_enhance.tasks.imaging.lake_images import DEFAULT_CACHE_MB, LakeImages, fits_in_memory
+from catalog_enhance.tasks.lake.manifests import read_pairs
+from catalog_enhance.tasks.train.data import SRPairDataset, StepLoader
 from catalog_enhance.tasks.runtime import autocast, to_device
 
 SR_DATA_DEFAULTS = {
