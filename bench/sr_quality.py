@@ -71,7 +71,7 @@ def registered(lake, version: str) -> TrainedSR:
 
 def train_at_scale(lake, name: str, scale: int) -> TrainedSR:
     """Train `name` on the cpu preset at `scale` (a run of its own in the lake, not registered)."""
-    from catalog_enhance.tasks.train import make_config
+    from catalog_enhance.tasks.train.config import make_config
     from catalog_enhance.tasks.train.loop import train_model
     from catalog_enhance.tasks.inference.trained import load_trained
     from catalog_enhance.tasks.runtime import select_runtime

@@ -11,12 +11,23 @@ The current champion of a kind is the version of its latest decision row with `p
 from __future__ import annotations
 
 import math
+import re
 
 import pyarrow as pa
 
 from catalog_enhance.data_contracts.contracts import TIMESTAMP, Contract, register
 
 EVALUATION_RECORDS = frozenset({"evaluation", "decision"})
+
+
+# The scopes a summary shows: the whole test set ("overall"), one scale ("scale=2", not
+# "scale=2,category=hats") and the feature extractor's own figure.
+_HEADLINE_SCOPE = re.compile(r"overall|feature_extractor|scale=\d+")
+
+
+def is_headline_scope(scope: str) -> bool:
+    """A scope worth a summary line or a history plot, rather than a per-label breakdown."""
+    return _HEADLINE_SCOPE.fullmatch(scope) is not None
 
 
 def _finite(value: object) -> bool:

@@ -36,7 +36,7 @@ MODELS = register(
             [
                 pa.field("name", pa.string(), nullable=False),  # model registry name: srcnn, espcn, ...
                 pa.field("version", pa.string(), nullable=False),
-                pa.field("kind", pa.string(), nullable=False),  # sr | gan | cgan | cyclegan
+                pa.field("kind", pa.string(), nullable=False),  # the model kind: sr, gan, cgan, cyclegan, ...
                 pa.field("created", TIMESTAMP, nullable=False),
                 pa.field("preset", pa.string(), nullable=False),
                 pa.field("run", pa.string(), nullable=False),  # checkpoint folder (config hash by default)
@@ -62,12 +62,10 @@ MODELS = register(
             "name", "version", "kind", "created", "preset", "run", "config_hash", "config_json",
             "data_manifest_hash", "code_version", "final_losses", "checkpoint_key", "device", "status",
         ),
-        allowed={
-            "status": MODEL_STATUSES,
-            "kind": frozenset({"sr", "gan", "cgan", "cyclegan"}),
-        },
+        allowed={"status": MODEL_STATUSES},
         checks={
             "version": KEY_PART,
+            "kind": KEY_PART,  # a model kind's name (tasks.kinds); any kind a plugin adds
             "config_json": JSON_OBJECT,
             "final_losses": JSON_OBJECT,
             "metrics": JSON_OBJECT,

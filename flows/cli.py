@@ -98,7 +98,7 @@ def pairs(lake: LakeOption = None) -> None:
 
 @app.command()
 def train(
-    models: Annotated[Optional[list[str]], typer.Argument(help="Models to train; default: all five")] = None,
+    models: Annotated[Optional[list[str]], typer.Argument(help="Models to train; default: every model with presets")] = None,
     preset: Annotated[str, typer.Option(help="tiny | cpu | gpu")] = "cpu",
     steps: Annotated[Optional[int], typer.Option(help="Override the preset's step count")] = None,
     set_: Annotated[
@@ -109,12 +109,20 @@ def train(
 ) -> None:
     """Train models (an interrupted run resumes automatically) and register a version of each."""
     settings = _settings(lake)
+    from catalog_enhance.tasks.kinds import trainable_models
+    from catalog_enhance.tasks.train.config import ConfigError, parse_overrides, validate_training
+
+    try:  # every config checked before Prefect starts or anything trains
+        overrides = parse_overrides(set_ or [])
+        validate_training(models or trainable_models(), preset, steps, overrides)
+    except ConfigError as exc:
+        console.print(f"[red]train:[/red] {exc}")
+        raise typer.Exit(2) from None
     from catalog_enhance.flows.train import train_models
-    from catalog_enhance.tasks.train.config import parse_overrides
 
     rows = train_models(
         models=models or None, preset=preset, steps=steps, lake_url=settings.lake_url,
-        overrides=parse_overrides(set_ or []), device=device,
+        overrides=overrides, device=device,
     )
     _print_training(rows)
 
@@ -160,7 +168,9 @@ def _print_champions(summary) -> None:
         table.add_row(row["version"], row["primary_metric"], value, f"{row['baseline']}{base}",
                       "[green]yes[/green]" if row["promoted"] else "no")
     console.print(table)
-    sr = summary.champions.get("sr")
+    from catalog_enhance.tasks.kinds import kind_for_role
+
+    sr = summary.champions.get(kind_for_role("upscale").name)
     if sr is not None:
         console.print(f"SR champion {sr.model_name} {sr.version}: PSNR-Y gain over bicubic at x2 (test split) "
                       f"[bold]{sr.value:+.3f} dB[/bold]")
@@ -182,7 +192,7 @@ def evaluate_sr(
     """Score bicubic, the classical enhancers and an SR model on your own photos, degraded like the training pairs."""
     settings = _settings(lake)
     from catalog_enhance.flows.evaluate import evaluate_sr_command
-    from catalog_enhance.tasks.evaluate.sr_eval import sr_summary_table
+    from catalog_enhance.flows.rendering import sr_summary_table
 
     try:
         result = evaluate_sr_command(images, scale, model=model, lake_url=settings.lake_url, out=out)
@@ -257,6 +267,14 @@ def nightly(
 ) -> None:
     """Run the nightly pipeline: incremental ingestion, pairs for new items, training where needed."""
     settings = _settings(lake)
+    from catalog_enhance.tasks.kinds import trainable_models
+    from catalog_enhance.tasks.train.config import ConfigError, validate_training
+
+    try:
+        validate_training(trainable_models(), preset)
+    except ConfigError as exc:
+        console.print(f"[red]nightly:[/red] {exc}")
+        raise typer.Exit(2) from None
     from catalog_enhance.flows.nightly import nightly as nightly_flow
 
     summary = nightly_flow(feed=feed, lake_url=settings.lake_url, retrain=retrain, preset=preset)

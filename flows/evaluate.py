@@ -1,8 +1,9 @@
 """evaluate-models: evaluate every new version, gate it, write the report (work in tasks.evaluate).
 
 The flow is a thin shell over `tasks.evaluate.pipeline` (the same functions tests call directly):
-one task for the super-resolution versions (they share each scale's test images), one task per
-GAN / CGAN / CycleGAN version, one for the HTML report, then Prefect artifacts (a markdown summary
+one task per batch of versions each kind's plugin asks for (super-resolution: all its versions
+together, they share each scale's test images; GAN / CGAN / CycleGAN: one a version), one for the
+HTML report, then Prefect artifacts (a markdown summary
 with the report's lake URI, a table of every metric). Every task writes to the lake, so none is
 cached (`cache_policy=NONE`). A version whose evaluation fails is listed and the others go on;
 the flow then fails (after the report and artifacts are written), so a broken run never shows green.
@@ -25,16 +26,10 @@ from prefect.runtime import flow_run
 from catalog_enhance.tasks.inference.enhancers import classical_enhancers
 from catalog_enhance.tasks.evaluate.report import latest_report_key, write_evaluation_report
 from catalog_enhance.tasks.evaluate.feature_extractor import ClassifierSettings
-from catalog_enhance.tasks.evaluate.pipeline import (
-    EvaluationSummary,
-    ExtractorCache,
-    SRRun,
-    VersionResult,
-    current_champions,
-    evaluate_generative_versions,
-    evaluate_sr_versions,
-    pending_versions,
-)
+from catalog_enhance.flows.rendering import evaluation_markdown
+from catalog_enhance.tasks.evaluate.pipeline import current_champions, pending_versions
+from catalog_enhance.tasks.evaluate.results import EvaluationSummary
+from catalog_enhance.tasks.kinds import EvaluationContext, KindEvaluation, get_kind, list_kinds
 from catalog_enhance.tasks.evaluate.sr_eval import evaluate_sr_folder, write_sr_report_csv
 from catalog_enhance.tasks.evaluate.sr_test import SCALES, choose_sr_model, pairs_degradation, sr_enhancer
 from catalog_enhance.tasks.lake.settings import load_settings
@@ -46,15 +41,10 @@ def _lake(lake_url: str | None) -> Lake:
     return Lake.from_settings(load_settings(**({"lake_url": lake_url} if lake_url else {})))
 
 
-@task(name="evaluate-sr", cache_policy=NONE)
-def evaluate_sr_task(lake_url: str | None, rows: list[dict], scales: tuple[int, ...], run_id: str | None) -> SRRun:
-    return evaluate_sr_versions(_lake(lake_url), rows, scales=scales, run_id=run_id)
-
-
-@task(name="evaluate-version", cache_policy=NONE, task_run_name="evaluate-{row[name]}")
-def evaluate_generative_task(lake_url: str | None, row: dict, extractors: ExtractorCache,
-                             run_id: str | None) -> tuple[list[VersionResult], list[str]]:
-    return evaluate_generative_versions(_lake(lake_url), [row], extractors, run_id=run_id)
+@task(name="evaluate-kind", cache_policy=NONE, task_run_name="evaluate-{kind}")
+def evaluate_kind_task(lake_url: str | None, kind: str, rows: list[dict], context: EvaluationContext) -> KindEvaluation:
+    """Evaluate, record and gate one batch of versions of one kind (its plugin's `evaluate`)."""
+    return get_kind(kind).evaluate(_lake(lake_url), rows, context)
 
 
 @task(name="write-evaluation-report", cache_policy=NONE)
@@ -80,21 +70,15 @@ def evaluate_models(
     pending = pending_versions(lake, models)
     logger.info("%d version(s) to evaluate: %s", len(pending), ", ".join(r["version"] for r in pending) or "none")
 
+    # Baselines at every scale on a full run; with a model selection, only where its versions are.
+    context = EvaluationContext(run_id=run_id, full_run=not models, classifier=ClassifierSettings(**(classifier or {})))
     summary = EvaluationSummary()
-    sr = evaluate_sr_task(lake_url, [r for r in pending if r["kind"] == "sr"], () if models else SCALES, run_id)
-    summary.results += sr.results
-    summary.failures += sr.failures
-    summary.deferred += sr.deferred
-    for item in sr.deferred:
+    for kind in list_kinds():
+        rows = [r for r in pending if r["kind"] == kind.name]
+        for batch in kind.evaluation_batches(rows):
+            summary.add(evaluate_kind_task(lake_url, kind.name, batch, context))
+    for item in summary.deferred:
         logger.warning("not evaluated yet (stays pending): %s", item)
-    summary.baselines_recorded = sr.baselines_recorded
-    extractors = ExtractorCache(lake, ClassifierSettings(**(classifier or {})))
-    for row in pending:
-        if row["kind"] != "sr":
-            results, failures = evaluate_generative_task(lake_url, row, extractors, run_id)
-            summary.results += results
-            summary.failures += failures
-    summary.extractors = extractors.described()
     summary.champions, summary.champion_baselines = current_champions(lake)
 
     if summary.nothing_new:
@@ -107,7 +91,7 @@ def evaluate_models(
         create_table_artifact(key="evaluation-metrics", table=summary.metric_rows() or [{"metric": "none"}],
                               description="Every headline figure of the versions evaluated in this run")
         logger.info("report: %s", summary.report_uri)
-    create_markdown_artifact(key="evaluation-summary", markdown=summary.to_markdown(),
+    create_markdown_artifact(key="evaluation-summary", markdown=evaluation_markdown(summary),
                              description="Model evaluation and gate decisions")
     for row in summary.champion_rows():
         logger.info("%s %s (%s): %s", row["model"], row["version"], row["kind"], row["reason"])

@@ -16,6 +16,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from catalog_enhance.tasks.batching import chunked
+from catalog_enhance.flows.rendering import counts_markdown
 from catalog_enhance.tasks.ingest import (
     BatchResult,
     IngestSummary,
@@ -72,10 +73,9 @@ def ingest_catalog(feed: str, lake_url: str | None = None, batch_size: int | Non
 
 
 def _artifacts(summary: IngestSummary, lake: Lake) -> None:
-    lines = ["# Catalog ingestion", "", f"Feed `{summary.feed}` into `{lake.url or lake.root}`", "",
-             "| what | value |", "|---|---|"]
-    lines += [f"| {key.strip()} | {value} |" for key, value in summary.counts().items()]
-    create_markdown_artifact(key="ingest-summary", markdown="\n".join(lines), description="Ingestion counts")
+    markdown = counts_markdown("# Catalog ingestion", summary.counts(),
+                               intro=f"Feed `{summary.feed}` into `{lake.url or lake.root}`")
+    create_markdown_artifact(key="ingest-summary", markdown=markdown, description="Ingestion counts")
     if summary.quarantine:
         rows = [
             {k: r[k] for k in ("sku", "feed_row", "image_uri", "reason", "detail")}

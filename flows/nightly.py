@@ -19,10 +19,11 @@ from catalog_enhance.flows.evaluate import evaluate_models
 from catalog_enhance.flows.ingest import ingest_catalog
 from catalog_enhance.flows.pairs import make_pairs
 from catalog_enhance.flows.runners import task_runner_for
-from catalog_enhance.flows.train import DEFAULT_MODELS, train_models
+from catalog_enhance.flows.train import train_models
 from catalog_enhance.tasks.enhance.catalog import EnhanceSummary
 from catalog_enhance.tasks.evaluate.pipeline import EvaluationSummary
 from catalog_enhance.tasks.ingest import IngestSummary
+from catalog_enhance.tasks.kinds import trainable_models
 from catalog_enhance.tasks.lake.model_registry import latest_version
 from catalog_enhance.tasks.pairs import PairsSummary
 from catalog_enhance.tasks.lake.settings import load_settings
@@ -134,7 +135,7 @@ def nightly(
     pairs = make_pairs(lake_url=settings.lake_url)
     seconds["pairs"] = time.perf_counter() - started
 
-    wanted = list(models or DEFAULT_MODELS)
+    wanted = list(models or trainable_models())
     to_train = wanted if retrain else [m for m in wanted if latest_version(lake, m) is None]
     training: list[dict] = []
     if to_train:

@@ -10,6 +10,7 @@ from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
 from catalog_enhance.data_contracts.layout import manifest_key
+from catalog_enhance.flows.rendering import counts_markdown
 from catalog_enhance.tasks.lake import manifests
 from catalog_enhance.tasks.pairs import (
     ChunkResult,
@@ -71,5 +72,5 @@ def make_pairs(
         summary.quarantined, summary.quarantine_appended,
         "rewritten" if summary.manifest_written else "unchanged",
     )
-    create_markdown_artifact(key="make-pairs-summary", markdown=summary.to_markdown(), description="make-pairs counts")
+    create_markdown_artifact(key="make-pairs-summary", markdown=counts_markdown("## make-pairs", summary.counts()), description="make-pairs counts")
     return summary

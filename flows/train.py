@@ -13,12 +13,11 @@ so there the tasks are submitted together and the `gpu` tag limit decides how ma
 
 from __future__ import annotations
 
-import io
 import json
 import re
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+import pandas as pd
+
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
     create_markdown_artifact,
@@ -29,14 +28,15 @@ from prefect.artifacts import (
 from prefect.cache_policies import NONE
 
 from catalog_enhance.data_contracts.layout import report_key
-from catalog_enhance.models import model_names
 from catalog_enhance.tasks.lake.model_registry import register_version
 from catalog_enhance.tasks.lake.settings import load_settings
 from catalog_enhance.tasks.lake.storage import Lake
-from catalog_enhance.tasks.train import make_config, select_runtime
+from catalog_enhance.tasks.kinds import trainable_models
+from catalog_enhance.tasks.report.plots import figure_png, plot_training_curves
+from catalog_enhance.tasks.runtime import select_runtime
+from catalog_enhance.tasks.train.config import make_config, overrides_for, validate_training
 from catalog_enhance.tasks.train.loop import LogEvent, LossCurve, train_model
 
-DEFAULT_MODELS = ["srcnn", "espcn", "gan", "cgan", "cyclegan"]
 CURVE_TABLE_ROWS = 50
 
 
@@ -62,35 +62,10 @@ def curve_table(curve: LossCurve, max_rows: int = CURVE_TABLE_ROWS) -> list[dict
     return rows
 
 
-def loss_curve_png(curve: LossCurve, title: str) -> bytes:
-    """Every loss against the step (raw, faint, and a moving average); log scale when it spans decades."""
-    figure = Figure(figsize=(7, 4), dpi=100)  # no pyplot: no global state, safe from several threads
-    FigureCanvasAgg(figure)
-    ax = figure.add_subplot()
-    names = sorted(set(curve.names))
-    all_positive = True
-    for name in names:
-        points = [(s, v) for s, n, v in zip(curve.steps, curve.names, curve.values) if n == name]
-        steps = [s for s, _ in points]
-        values = [v for _, v in points]
-        all_positive &= all(v > 0 for v in values)
-        window = max(1, len(values) // 50)
-        smooth = [sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1])
-                  for i in range(len(values))]
-        (line,) = ax.plot(steps, smooth, label=name, linewidth=1.5)
-        ax.plot(steps, values, color=line.get_color(), alpha=0.25, linewidth=0.7)
-    if all_positive and curve.values and max(curve.values) > 20 * min(curve.values):
-        ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    if names:
-        ax.legend()
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+def curve_frame(curve: LossCurve, model: str, version: str) -> pd.DataFrame:
+    """One run's curve as `training_curves` manifest rows (what the report's plotter draws)."""
+    return pd.DataFrame({"model": model, "version": version, "step": curve.steps, "loss": curve.names,
+                         "value": curve.values})
 
 
 def summary_markdown(row: dict, plot_uri: str) -> str:
@@ -142,7 +117,7 @@ def train_model_task(
     row = register_version(lake, result)
 
     plot_key = lake.write_bytes(report_key(row["version"], "loss_curve.png"),
-                                loss_curve_png(result.curve, f"{model} {row['version']}"))
+                                figure_png(plot_training_curves(curve_frame(result.curve, model, row["version"]))))
     create_table_artifact(key=artifact_key("train", model, "loss-curve"), table=curve_table(result.curve),
                           description=f"{model} {row['version']}: losses, mean per bucket of steps")
     create_markdown_artifact(key=artifact_key("train", model, "summary"),
@@ -151,13 +126,6 @@ def train_model_task(
     logger.info("%s registered as %s (%.1f s, %s)", model, row["version"], row["train_seconds"],
                 ", ".join(f"{k}={v:.4g}" for k, v in json.loads(row["metrics"]).items()) or "no metrics")
     return row
-
-
-def _overrides_for(model: str, models: list[str], steps: int | None, overrides: dict | None) -> dict:
-    """Shared overrides apply to every model; a key naming a model holds that model's own."""
-    shared = {k: v for k, v in (overrides or {}).items() if k not in models}
-    own = (overrides or {}).get(model) or {}
-    return {**shared, **own, **({"steps": steps} if steps is not None else {})}
 
 
 @flow(name="train-models")
@@ -170,19 +138,15 @@ def train_models(
     device: str | None = None,
     concurrent: bool | None = None,
 ) -> list[dict]:
-    """Train the chosen models (default: all five) and register a version of each.
+    """Train the chosen models (default: every model with presets) and register a version of each.
 
     `overrides`: {"lr": 1e-3, "data.scale": 3} for every model, {"srcnn": {...}} for one.
     `concurrent`: default sequential on CPU, together elsewhere (see the module docstring).
     Fails, after the others have finished, if any model's training failed.
     """
     logger = get_run_logger()
-    models = list(models or DEFAULT_MODELS)
-    unknown = [m for m in models if m not in model_names()]
-    if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; known: {model_names()}")
-    for model in models:  # a bad preset or override fails now, before hours of training
-        make_config(model, preset, **_overrides_for(model, models, steps, overrides))
+    models = list(models or trainable_models())
+    validate_training(models, preset, steps, overrides)  # a bad model, preset or option fails now
     if concurrent is None:
         concurrent = select_runtime(device).device.type != "cpu"
     logger.info("training %s on the %s preset, %s", models, preset, "concurrently" if concurrent else "one at a time")
@@ -190,7 +154,7 @@ def train_models(
     futures = {}
     for model in models:
         futures[model] = train_model_task.submit(
-            model, preset, _overrides_for(model, models, steps, overrides), lake_url, device
+            model, preset, overrides_for(model, models, steps, overrides), lake_url, device
         )
         if not concurrent:
             futures[model].wait()

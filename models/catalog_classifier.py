@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .registry import ModelSpec, register
+from catalog_enhance.models.registry import register_model
 
 
 def _stage(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -28,6 +28,8 @@ def _stage(cin: int, cout: int, stride: int) -> nn.Sequential:
 
 class CatalogClassifier(nn.Module):
     """(N, 3, H, W) float in [0, 1] -> (N, num_classes) logits; `features` -> (N, num_features)."""
+
+    num_features: int
 
     def __init__(self, num_classes: int = 10, channels: int = 3, width: int = 16) -> None:
         super().__init__()
@@ -54,15 +56,8 @@ class CatalogClassifier(nn.Module):
         return self.head(self.features(x))
 
 
+@register_model("catalog_classifier", kind="classifier",
+                description="Small CNN category classifier; its pooled features drive FID/KID (no pretrained Inception)")
 def build_catalog_classifier(*, num_classes: int = 10, channels: int = 3, width: int = 16) -> CatalogClassifier:
     return CatalogClassifier(num_classes=num_classes, channels=channels, width=width)
 
-
-register(
-    ModelSpec(
-        name="catalog_classifier",
-        kind="classifier",
-        build=build_catalog_classifier,
-        description="Small CNN category classifier; its pooled features drive FID/KID (no pretrained Inception)",
-    )
-)

@@ -18,8 +18,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .dcgan import DCGANDiscriminatorFeatures, DCGANGenerator, dcgan_init_
-from .registry import ModelSpec, register
+from catalog_enhance.models.dcgan import PRESETS as GAN_PRESETS
+from catalog_enhance.models.dcgan import DCGANDiscriminatorFeatures, DCGANGenerator, dcgan_init_
+from catalog_enhance.models.registry import register_model
 
 
 def _validated_num_classes(num_classes: Sequence[int]) -> tuple[int, ...]:
@@ -101,6 +102,13 @@ class ProjectionDiscriminator(nn.Module):
 class CGAN(nn.Module):
     """Container of the conditional generator and projection discriminator."""
 
+    generator: ConditionalGenerator
+    discriminator: ProjectionDiscriminator
+    num_classes: tuple[int, ...]
+    z_dim: int
+    image_size: int
+    channels: int
+
     def __init__(
         self,
         num_classes: Sequence[int] = (10,),
@@ -119,6 +127,17 @@ class CGAN(nn.Module):
         self.discriminator = ProjectionDiscriminator(self.num_classes, channels, image_size, base)
 
 
+# The GAN's presets, conditioned on the category (tiny) or on category and style (cpu, gpu), on
+# every style rather than the studio shots only.
+PRESETS = {
+    "tiny": {**GAN_PRESETS["tiny"], "data": {**GAN_PRESETS["tiny"]["data"], "conditions": ["category"]}},
+    "cpu": {**GAN_PRESETS["cpu"], "data": {"image_size": 32, "conditions": ["category", "style"]}},
+    "gpu": {**GAN_PRESETS["gpu"], "data": {"image_size": 64, "conditions": ["category", "style"]}},
+}
+
+
+@register_model("cgan", kind="cgan", presets=PRESETS,
+                description="Conditional DCGAN: label embeddings into the generator, projection discriminator")
 def build_cgan(
     *,
     num_classes: Sequence[int] = (10,),
@@ -132,12 +151,3 @@ def build_cgan(
         num_classes=num_classes, z_dim=z_dim, channels=channels, image_size=image_size, base=base, embed_dim=embed_dim
     )
 
-
-register(
-    ModelSpec(
-        name="cgan",
-        kind="cgan",
-        build=build_cgan,
-        description="Conditional DCGAN: label embeddings into the generator, projection discriminator",
-    )
-)

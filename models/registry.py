@@ -1,50 +1,104 @@
-"""Name -> architecture registry.
+"""Models by name: a decorator registers a builder with its metadata, `get_model` builds one.
 
-Each architecture module calls :func:`register` once at import time, and
-``models/__init__.py`` imports every architecture module, so adding a model is
-one file, one ``register(...)`` call and one import line; nothing else in the
-code base switches on model names.
+Modelled on torchvision's `register_model` / `get_model` / `list_models`: a model is ONE file in
+`models/` whose builder carries the decorator, and `models/__init__.py` imports every module of
+the package on its own (BasicSR's automatic scan), so nothing else is edited to add a model:
+
+    @register_model("espcn", kind="sr", presets=PRESETS,
+                    description="ESPCN-style sub-pixel SR at LR resolution")
+    def build_espcn(*, scale: int = 2, channels: int = 1, ...) -> ESPCN:
+        return ESPCN(scale, channels=channels, ...)
+
+What registration knows about a model (`ModelSpec`): its kind (the training family; the pipeline
+asks the kind's plugin what to do with it), the class the builder returns (from its return
+annotation), the builder's keyword arguments, whether the builder takes the data's `scale` and
+`channels`, and the training presets (`tiny` | `cpu` | `gpu`) beside the architecture. The class
+is checked against its kind's protocol (`models.protocols`) when it is registered, and every
+built module again, so a missing attribute is an error naming it, never a `getattr` default.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, TypeVar
 
 from torch import nn
 
-#: The training families; the trainer picks its loop by ``ModelSpec.kind``. "classifier" is the
-#: evaluation's own feature extractor (trained by tasks.evaluate.feature_extractor, never gated).
-MODEL_KINDS: tuple[str, ...] = ("sr", "gan", "cgan", "cyclegan", "classifier")
+from catalog_enhance.models.protocols import check_class, check_instance
+
+PRESET_NAMES: tuple[str, ...] = ("tiny", "cpu", "gpu")
+
+Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """What the registry knows about one architecture."""
 
-    name: str  # registry key
-    kind: str  # one of MODEL_KINDS
-    build: Callable[..., nn.Module]  # builder taking keyword args only
+    name: str
+    kind: str
+    build: Callable[..., nn.Module]  # keyword arguments only
+    module_class: type[nn.Module]
     description: str
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # preset -> TrainConfig kwargs
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """The builder's keyword arguments (what `model_kwargs` may set)."""
+        return tuple(inspect.signature(self.build).parameters)
+
+    def takes(self, argument: str) -> bool:
+        """Whether the builder takes `argument` (an SR net that upsamples inside takes `scale`)."""
+        return argument in self.parameters
+
+    @property
+    def trainable(self) -> bool:
+        """Has training presets: a model `train-models` trains (the FID classifier has none)."""
+        return bool(self.presets)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register(spec: ModelSpec) -> ModelSpec:
-    """Add ``spec`` under ``spec.name``; raises ``ValueError`` on a duplicate name or unknown kind."""
-    if spec.kind not in MODEL_KINDS:
-        raise ValueError(
-            f"model {spec.name!r}: unknown kind {spec.kind!r} (expected one of {', '.join(MODEL_KINDS)})"
-        )
-    if spec.name in _REGISTRY:
-        raise ValueError(f"model {spec.name!r} is already registered")
-    _REGISTRY[spec.name] = spec
-    return spec
+def register_model(name: str | None = None, *, kind: str, description: str,
+                   presets: Mapping[str, Mapping[str, Any]] | None = None) -> Callable[[Builder], Builder]:
+    """Decorator: register the builder under `name` (default: the builder's name without `build_`).
+
+    Raises ValueError on a duplicate name, an unknown preset name, a builder with positional
+    parameters or without a return annotation, or a class missing its kind's protocol attributes.
+    """
+
+    def decorate(build: Builder) -> Builder:
+        model = name or build.__name__.removeprefix("build_")
+        if model in _REGISTRY:
+            raise ValueError(f"model {model!r} is already registered")
+        positional = [p.name for p in inspect.signature(build).parameters.values()
+                      if p.kind not in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD)]
+        if positional:
+            raise ValueError(f"model {model!r}: the builder must take keyword arguments only, got {positional}")
+        try:
+            module_class = typing.get_type_hints(build).get("return")
+        except NameError as error:
+            raise ValueError(f"model {model!r}: the builder's return annotation cannot be resolved ({error})") from None
+        if not (isinstance(module_class, type) and issubclass(module_class, nn.Module)):
+            raise ValueError(f"model {model!r}: the builder must be annotated to return its nn.Module class")
+        unknown = set(presets or {}) - set(PRESET_NAMES)
+        if unknown:
+            raise ValueError(f"model {model!r}: unknown preset(s) {sorted(unknown)}; known: {', '.join(PRESET_NAMES)}")
+        check_class(module_class, kind, model)
+        frozen = MappingProxyType({k: MappingProxyType(dict(v)) for k, v in (presets or {}).items()})
+        _REGISTRY[model] = ModelSpec(model, kind, build, module_class, description, frozen)
+        return build
+
+    return decorate
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The spec registered as ``name``; ``KeyError`` naming the known models otherwise."""
+    """The spec registered as `name`; KeyError naming the known models otherwise."""
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -52,13 +106,22 @@ def get_spec(name: str) -> ModelSpec:
         raise KeyError(f"unknown model {name!r}; known models: {known}") from None
 
 
-def build_model(name: str, **kwargs) -> nn.Module:
-    """Build the model registered as ``name`` with its builder's keyword arguments."""
-    return get_spec(name).build(**kwargs)
+def get_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the model registered as `name`; an unknown keyword argument is an error listing the
+    builder's, and the module is checked against its kind's protocol."""
+    spec = get_spec(name)
+    unknown = sorted(set(kwargs) - set(spec.parameters))
+    if unknown:
+        raise TypeError(f"model {name!r} takes no argument(s) {', '.join(unknown)}; "
+                        f"its arguments: {', '.join(spec.parameters) or 'none'}")
+    module = spec.build(**kwargs)
+    check_instance(module, spec.kind, name)
+    return module
 
 
-def model_names(kind: str | None = None) -> list[str]:
-    """Sorted registered names, optionally only those of one ``kind``."""
-    if kind is not None and kind not in MODEL_KINDS:
-        raise ValueError(f"unknown model kind {kind!r} (expected one of {', '.join(MODEL_KINDS)})")
-    return sorted(name for name, spec in _REGISTRY.items() if kind is None or spec.kind == kind)
+def list_models(kind: str | None = None, *, trainable: bool | None = None) -> list[str]:
+    """Registered names, sorted (optionally of one kind, or only those with training presets)."""
+    return sorted(
+        name for name, spec in _REGISTRY.items()
+        if (kind is None or spec.kind == kind) and (trainable is None or spec.trainable == trainable)
+    )

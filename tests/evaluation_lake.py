@@ -24,7 +24,7 @@ from sr_lake import photo_crops, write_sr_pairs
 
 from catalog_enhance.tasks.lake.model_registry import register_version
 from catalog_enhance.tasks.lake.storage import Lake
-from catalog_enhance.tasks.train import make_config
+from catalog_enhance.tasks.train.config import make_config
 from catalog_enhance.tasks.train.loop import train_model
 
 PRODUCTS_PER_CATEGORY = 16

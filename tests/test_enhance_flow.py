@@ -40,7 +40,8 @@ from catalog_enhance.tasks.lake import manifests
 from catalog_enhance.tasks.lake.model_registry import register_version
 from catalog_enhance.tasks.lake.settings import load_settings
 from catalog_enhance.tasks.lake.storage import Lake
-from catalog_enhance.tasks.train import make_config, select_runtime
+from catalog_enhance.tasks.runtime import select_runtime
+from catalog_enhance.tasks.train.config import make_config
 from catalog_enhance.tasks.train.loop import train_model
 
 CPU = select_runtime("cpu")

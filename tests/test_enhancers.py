@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catalog_enhance.models import build_model
+from catalog_enhance.models import get_model
 from catalog_enhance.tasks.inference import enhancers
 from catalog_enhance.tasks.inference.enhancers import (
     bicubic,
@@ -155,7 +155,7 @@ def test_network_that_upsamples_inside_receives_the_lr_image(channels):
 @pytest.mark.parametrize("scale", [2, 4])
 def test_zero_initialised_espcn_keeps_white_white_and_grey_untinted(channels, scale):
     torch.manual_seed(0)
-    enhance = model_enhancer(build_model("espcn", scale=scale, channels=channels), scale, channels)
+    enhance = model_enhancer(get_model("espcn", scale=scale, channels=channels), scale, channels)
     white = enhance(np.ones((5, 6, 3)), scale)
     assert white.shape == (5 * scale, 6 * scale, 3)
     assert (quantize(white) == 255).all()
@@ -168,7 +168,7 @@ def test_zero_initialised_espcn_keeps_white_white_and_grey_untinted(channels, sc
 
 def test_srcnn_with_zeroed_reconstruction_is_exactly_bicubic_and_runs_in_eval_mode():
     torch.manual_seed(0)
-    net = build_model("srcnn", channels=1, residual=True)
+    net = get_model("srcnn", channels=1, residual=True)
     nn.init.zeros_(net.reconstruction.weight)
     net.train()
     enhance = model_enhancer(net, 2, channels=1)

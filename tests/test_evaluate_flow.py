@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 from evaluation_lake import TEST_CLASSIFIER, copy_lake, train_and_register
 
+from catalog_enhance.flows.rendering import evaluation_markdown
 from catalog_enhance.data_contracts.evaluations import EVALUATIONS
 from catalog_enhance.data_contracts.layout import manifest_key
 from catalog_enhance.data_contracts.model_registry import MODELS
@@ -110,7 +111,7 @@ def test_report_lists_champions_and_where_sr_loses(tmp_path):
     summary = evaluate_pending(lake, classifier=SETTINGS)
     key = write_evaluation_report(lake, summary)
     html = lake.read_bytes(key).decode()
-    assert summary.report_uri == lake.uri(key) and summary.report_uri in summary.to_markdown()
+    assert summary.report_uri == lake.uri(key) and summary.report_uri in evaluation_markdown(summary)
     for title in ("Champions", "Where the SR champion does not beat bicubic", "Super-resolution x2: before and after",
                   "GAN samples", "Conditional GAN samples, one row per category", "CycleGAN: lifestyle",
                   "Training curves", "Metrics across versions: sr"):

@@ -10,7 +10,7 @@ from generative_catalog import build_catalog
 from torch import nn
 
 from catalog_enhance.data_contracts.layout import feature_extractor_key
-from catalog_enhance.models import build_model
+from catalog_enhance.models import get_model
 from catalog_enhance.tasks.evaluate.feature_extractor import (
     ClassifierFeatures,
     ClassifierSettings,
@@ -50,7 +50,7 @@ def hand_fid(a: np.ndarray, b: np.ndarray) -> float:
 
 def random_classifier_features(image_size: int = 16) -> ClassifierFeatures:
     torch.manual_seed(0)
-    classifier = build_model("catalog_classifier", num_classes=3, width=8).eval()
+    classifier = get_model("catalog_classifier", num_classes=3, width=8).eval()
     return ClassifierFeatures(classifier, image_size)
 
 

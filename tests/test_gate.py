@@ -11,9 +11,9 @@ import pytest
 from catalog_enhance.data_contracts.contracts import CONTRACTS, ContractError
 from catalog_enhance.data_contracts.evaluations import EVALUATIONS
 from catalog_enhance.data_contracts.layout import manifest_key
-from catalog_enhance.models.registry import MODEL_KINDS
+from catalog_enhance.models import get_spec, list_models
+from catalog_enhance.tasks.kinds import get_kind, kind_names
 from catalog_enhance.tasks.evaluate.gate import (
-    PRIMARY_METRIC,
     decide_promotion,
     primary_value,
     promote_if_better,
@@ -28,10 +28,11 @@ DATASET = "ds-0123abcd"
 
 def test_every_model_kind_has_a_primary_metric_as_data():
     # Every kind the gate promotes; the catalog classifier is evaluation's own tool, never promoted.
-    assert set(PRIMARY_METRIC) == set(MODEL_KINDS) - {"classifier"}
-    assert PRIMARY_METRIC["sr"].metric == "psnr_y_gain" and PRIMARY_METRIC["sr"].scope == "scale=2"
-    assert PRIMARY_METRIC["sr"].higher_is_better and PRIMARY_METRIC["cyclegan"].higher_is_better
-    assert not PRIMARY_METRIC["gan"].higher_is_better and not PRIMARY_METRIC["cgan"].higher_is_better
+    assert set(kind_names()) == {get_spec(name).kind for name in list_models()} - {"classifier"}
+    primary = {kind: get_kind(kind).primary_metric for kind in kind_names()}
+    assert primary["sr"].metric == "psnr_y_gain" and primary["sr"].scope == "scale=2"
+    assert primary["sr"].higher_is_better and primary["cyclegan"].higher_is_better
+    assert not primary["gan"].higher_is_better and not primary["cgan"].higher_is_better
     assert CONTRACTS["evaluations_manifest"] is EVALUATIONS
 
 

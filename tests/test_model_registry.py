@@ -23,7 +23,7 @@ from catalog_enhance.tasks.lake.model_registry import (
     register_version,
 )
 from catalog_enhance.tasks.lake.storage import Lake
-from catalog_enhance.tasks.train import make_config
+from catalog_enhance.tasks.train.config import make_config
 from catalog_enhance.tasks.lake.checkpoints import load_checkpoint
 from catalog_enhance.tasks.train.loop import LossCurve, train_model
 
@@ -100,7 +100,7 @@ def test_the_contract_rejects_bad_rows():
         ("final_losses", "mse=0.1", "JSON"),
         ("version", "../escape", "key part"),
         ("steps", 0, "> 0"),
-        ("kind", "diffusion", "not in"),
+        ("kind", "sr/..", "key part"),
         ("checkpoint_key", "", "missing"),
     ]:
         with pytest.raises(ContractError, match=reason):
@@ -138,7 +138,8 @@ def test_flow_rejects_unknown_models_and_bad_overrides_before_training(prefect_h
 
 
 def test_curve_table_and_plot_helpers():
-    from catalog_enhance.flows.train import artifact_key, curve_table, loss_curve_png
+    from catalog_enhance.flows.train import artifact_key, curve_frame, curve_table
+    from catalog_enhance.tasks.report.plots import figure_png, plot_training_curves
 
     curve = LossCurve()
     for step in range(200):
@@ -146,5 +147,5 @@ def test_curve_table_and_plot_helpers():
     table = curve_table(curve, max_rows=20)
     assert len(table) == 20 and table[-1]["step"] == 200
     assert table[0]["mse"] > table[-1]["mse"] and all(r["d_loss"] == 0.5 for r in table)
-    assert Image.open(io.BytesIO(loss_curve_png(curve, "t"))).size[0] > 100
+    assert Image.open(io.BytesIO(figure_png(plot_training_curves(curve_frame(curve, "m", "v1"))))).size[0] > 100
     assert artifact_key("train", "CGAN_v2", "loss curve") == "train-cgan-v2-loss-curve"

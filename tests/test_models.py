@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from catalog_enhance.models import ModelSpec, build_model, get_spec, model_names, register
+from catalog_enhance.models import get_model, get_spec, list_models, register_model
 from catalog_enhance.models.cgan import CGAN, ConditionalGenerator, ProjectionDiscriminator
 from catalog_enhance.models.cyclegan import CycleGAN, ImageHistoryBuffer, PatchDiscriminator, ResnetGenerator
 from catalog_enhance.models.dcgan import DCGAN, DCGANDiscriminator, DCGANGenerator
@@ -45,7 +45,7 @@ def conv_macs_counted(model: torch.nn.Module, x: torch.Tensor) -> tuple[int, tor
 @pytest.mark.parametrize("variant", ["915", "955"])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_srcnn_keeps_the_upscaled_size(scale, variant, channels):
-    model = build_model("srcnn", channels=channels, variant=variant)
+    model = get_model("srcnn", channels=channels, variant=variant)
     upscaled = torch.rand(2, channels, 7 * scale, 5 * scale)
     assert model(upscaled).shape == upscaled.shape
     assert model.upsamples_inside is False
@@ -74,7 +74,7 @@ def test_srcnn_rejects_unknown_variant():
 @pytest.mark.parametrize("scale", [2, 3, 4])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_espcn_upscales_by_its_scale(scale, channels):
-    model = build_model("espcn", scale=scale, channels=channels, features=16, mid=8)
+    model = get_model("espcn", scale=scale, channels=channels, features=16, mid=8)
     lr = torch.rand(2, channels, 9, 6)
     assert model(lr).shape == (2, channels, 9 * scale, 6 * scale)
     assert model.upsamples_inside is True
@@ -130,7 +130,7 @@ def test_espcn_macs_per_pixel_match_torch_flop_counter(scale):
 
 @pytest.mark.parametrize("image_size", [32, 64, 128])
 def test_dcgan_shapes(image_size):
-    gan = build_model("gan", z_dim=16, channels=3, image_size=image_size, base=8)
+    gan = get_model("gan", z_dim=16, channels=3, image_size=image_size, base=8)
     assert isinstance(gan, DCGAN) and gan.z_dim == 16 and gan.image_size == image_size
     fake = gan.generator(torch.randn(3, 16))
     assert fake.shape == (3, 3, image_size, image_size)
@@ -156,7 +156,7 @@ def test_dcgan_rejects_sizes_that_are_not_powers_of_two(bad_size):
 
 
 def tiny_cgan(num_classes=(5, 3)) -> CGAN:
-    model = build_model("cgan", num_classes=num_classes, z_dim=16, channels=3, image_size=32, base=8, embed_dim=4)
+    model = get_model("cgan", num_classes=num_classes, z_dim=16, channels=3, image_size=32, base=8, embed_dim=4)
     return model.eval()  # BatchNorm on running stats: each sample's output depends on that sample only
 
 
@@ -211,7 +211,7 @@ def test_cgan_validates_labels():
 
 
 def test_cyclegan_container_and_shapes():
-    model = build_model("cyclegan", channels=3, ngf=4, ndf=4, n_blocks=1)
+    model = get_model("cyclegan", channels=3, ngf=4, ndf=4, n_blocks=1)
     assert isinstance(model, CycleGAN)
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     y_fake = model.G_XY(x)
@@ -301,33 +301,51 @@ def test_history_buffer_is_deterministic_and_resumable():
 
 
 def test_registry_lists_every_architecture_by_kind():
-    assert model_names() == ["catalog_classifier", "cgan", "cyclegan", "espcn", "gan", "srcnn"]
-    assert model_names("sr") == ["espcn", "srcnn"]
-    assert model_names(kind="cyclegan") == ["cyclegan"]
-    assert model_names(kind="classifier") == ["catalog_classifier"]
-    assert {get_spec(name).kind for name in model_names()} == {"sr", "gan", "cgan", "cyclegan", "classifier"}
+    assert list_models() == ["catalog_classifier", "cgan", "cyclegan", "espcn", "gan", "srcnn"]
+    assert list_models("sr") == ["espcn", "srcnn"]
+    assert list_models(kind="cyclegan") == ["cyclegan"]
+    assert list_models(kind="classifier") == ["catalog_classifier"]
+    assert {get_spec(name).kind for name in list_models()} == {"sr", "gan", "cgan", "cyclegan", "classifier"}
 
 
 def test_unknown_model_name_lists_the_known_ones():
     with pytest.raises(KeyError) as info:
-        build_model("esrgan")
+        get_model("esrgan")
     message = str(info.value)
     assert "esrgan" in message
-    assert all(name in message for name in model_names())
+    assert all(name in message for name in list_models())
 
 
-def test_duplicate_or_badly_kinded_registration_raises():
+class NoScale(torch.nn.Module):
+    """An SR network that does not say whether it upsamples by itself, nor by what scale."""
+
+    channels: int = 1
+
+
+def build_no_scale() -> NoScale:
+    return NoScale()
+
+
+def test_duplicate_or_protocol_breaking_registration_raises():
     spec = get_spec("srcnn")
     with pytest.raises(ValueError, match="already registered"):
-        register(ModelSpec(name="srcnn", kind="sr", build=spec.build, description="again"))
-    with pytest.raises(ValueError, match="unknown kind"):
-        register(ModelSpec(name="not-a-model", kind="diffusion", build=spec.build, description="x"))
-    assert "not-a-model" not in model_names()
+        register_model("srcnn", kind="sr", description="again")(spec.build)
+
+    with pytest.raises(ValueError, match="does not declare upsamples_inside, scale"):
+        register_model("not-a-model", kind="sr", description="x")(build_no_scale)
+    with pytest.raises(ValueError, match="keyword arguments only"):
+        register_model("positional", kind="sr", description="x")(lambda scale: NoScale())
+    assert "not-a-model" not in list_models() and "positional" not in list_models()
 
 
-@pytest.mark.parametrize("name", model_names())
+def test_unknown_builder_arguments_name_the_valid_ones():
+    with pytest.raises(TypeError, match="takes no argument.* scael; its arguments: channels, variant"):
+        get_model("srcnn", scael=3)
+
+
+@pytest.mark.parametrize("name", list_models())
 def test_every_registered_model_builds_with_defaults(name):
-    model = build_model(name)
+    model = get_model(name)
     assert isinstance(model, torch.nn.Module)
     assert n_params(model) > 0
 
@@ -335,4 +353,4 @@ def test_every_registered_model_builds_with_defaults(name):
 def test_builders_take_keyword_arguments_only():
     with pytest.raises(TypeError):
         get_spec("espcn").build(3)
-    assert build_model("espcn", scale=3).scale == 3
+    assert get_model("espcn", scale=3).scale == 3

@@ -17,6 +17,7 @@ from PIL import Image
 from catalog_enhance.data_contracts.contracts import CATALOG, PAIRS, QUARANTINE
 from catalog_enhance.data_contracts.layout import manifest_key, normalized_image_key, original_image_key
 from catalog_enhance.tasks.imaging.degrade import BicubicStage, DegradationConfig, NoiseStage
+from catalog_enhance.flows.rendering import counts_markdown
 from catalog_enhance.tasks.lake import manifests
 from catalog_enhance.tasks.pairs import (
     PairsConfig,
@@ -344,7 +345,7 @@ def test_flow_makes_pairs_then_nothing_on_rerun(lake, prefect_harness):
     summary = make_pairs(lake_url=lake.root, config=config, chunk_size=2)
     assert summary.pairs_written == 9 and sum(summary.pairs_by_split_scale.values()) == 9
     assert summary.quarantined == 3 and summary.quarantine_appended == 3 and summary.manifest_written
-    assert summary.counts()["pairs written"] == 9 and "| pairs written | 9 |" in summary.to_markdown()
+    assert summary.counts()["pairs written"] == 9 and "| pairs written | 9 |" in counts_markdown("## make-pairs", summary.counts())
     manifest = manifests.read(lake, "pairs")
     assert PAIRS.validate(manifest) == [] and manifest.num_rows == 9
     assert "label_material" in manifest.column_names

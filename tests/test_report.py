@@ -21,10 +21,9 @@ from catalog_enhance.tasks.report.html import (
     TextSection,
     build_report,
     format_value,
-    plot_metric_history,
-    plot_training_curves,
     write_report,
 )
+from catalog_enhance.tasks.report.plots import plot_metric_history, plot_training_curves
 
 from browser import BrowserNotFound, chromium_path, screenshot
 

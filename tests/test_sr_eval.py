@@ -12,10 +12,10 @@ from rich.console import Console
 
 from catalog_enhance.tasks.imaging.degrade import BicubicStage, DegradationConfig, NoiseStage
 from catalog_enhance.tasks.inference.enhancers import bicubic
+from catalog_enhance.flows.rendering import sr_summary_table
 from catalog_enhance.tasks.evaluate.sr_eval import (
     evaluate_sr,
     evaluate_sr_folder,
-    sr_summary_table,
     summarize,
     write_sr_report_csv,
 )

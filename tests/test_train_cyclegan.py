@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 from generative_catalog import build_catalog
 
-from catalog_enhance.tasks.train import make_config, select_runtime, trainer_for
+from catalog_enhance.tasks.runtime import select_runtime
+from catalog_enhance.tasks.train.base import trainer_for
+from catalog_enhance.tasks.train.config import make_config
 from catalog_enhance.tasks.catalog.images import crop_and_flip, load_paired_domains
 from catalog_enhance.tasks.catalog.labels import CatalogDataError
 from catalog_enhance.tasks.catalog.rows import latest_catalog

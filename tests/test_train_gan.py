@@ -14,7 +14,9 @@ from PIL import Image
 
 from catalog_enhance.data_contracts.layout import checkpoint_key
 from catalog_enhance.tasks.pairs import assign_split
-from catalog_enhance.tasks.train import make_config, select_runtime, trainer_for
+from catalog_enhance.tasks.runtime import select_runtime
+from catalog_enhance.tasks.train.base import trainer_for
+from catalog_enhance.tasks.train.config import make_config
 from catalog_enhance.tasks.catalog.images import load_catalog_images, prepare_image
 from catalog_enhance.tasks.catalog.labels import UNKNOWN_LABEL, CatalogDataError, LabelVocabulary, filter_rows
 from catalog_enhance.tasks.catalog.rows import catalog_training_rows, latest_catalog
@@ -214,10 +216,13 @@ def test_cgan_on_two_conditions_stores_its_vocabulary(lake, catalog):
     assert images.shape == (2, 3, 32, 32)
 
 
-def test_bad_data_option_is_a_clear_error(lake, catalog):
-    trainer = trainer_for(make_config("gan", "tiny", **{"data.imagesize": 32}), lake, CPU)
-    with pytest.raises(ValueError, match="invalid training data options for gan: data.imagesize"):
-        trainer.setup()
+def test_bad_data_option_is_a_clear_error_before_any_run():
+    # Refused when the config is made, before a trainer exists; the valid options are listed.
+    with pytest.raises(ValueError, match=r"invalid training config for gan/tiny: unknown option\(s\) data.imagesize "
+                                         r"\(valid data options: .*image_size"):
+        make_config("gan", "tiny", **{"data.imagesize": 32})
+    with pytest.raises(ValueError, match="data.label_smoothing"):
+        make_config("gan", "tiny", **{"data.label_smoothing": 0.9})
 
 
 def test_cgan_kill_and_resume_reproduces_the_uninterrupted_run(lake, catalog):

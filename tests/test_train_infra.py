@@ -11,7 +11,7 @@ import torch
 from sr_lake import build_sr_lake
 
 from catalog_enhance.data_contracts.layout import checkpoint_key
-from catalog_enhance.tasks.train import make_config
+from catalog_enhance.tasks.train.config import make_config
 from catalog_enhance.tasks.train.config import parse_overrides
 from catalog_enhance.tasks.lake.checkpoints import (
     CheckpointError,
@@ -122,7 +122,7 @@ def test_make_config_applies_overrides_and_hashes_what_shapes_the_weights():
         make_config("srcnn", "tiny", bogus=1)
     with pytest.raises(ValueError, match="steps"):
         make_config("srcnn", "tiny", steps=0)
-    with pytest.raises(KeyError, match="no preset"):
+    with pytest.raises(ValueError, match="no preset"):
         make_config("srcnn", "huge")
 
 

@@ -10,7 +10,9 @@ from sr_lake import build_sr_lake, photo_crops, write_sr_pairs
 from catalog_enhance.data_contracts.layout import manifest_key
 from catalog_enhance.tasks.imaging.codec import load_rgb
 from catalog_enhance.tasks.imaging.resize import imresize, rgb_to_y
-from catalog_enhance.tasks.train import make_config, select_runtime, trainer_for
+from catalog_enhance.tasks.runtime import select_runtime
+from catalog_enhance.tasks.train.base import trainer_for
+from catalog_enhance.tasks.train.config import make_config
 from catalog_enhance.tasks.lake.checkpoints import load_checkpoint
 from catalog_enhance.tasks.imaging.lake_images import LakeImages
 from catalog_enhance.tasks.lake.manifests import read_pairs

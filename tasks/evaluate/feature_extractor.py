@@ -38,7 +38,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from catalog_enhance.data_contracts.layout import feature_extractor_key
-from catalog_enhance.models import build_model
+from catalog_enhance.models import get_model
 from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.lake.manifests import table_fingerprint
 from catalog_enhance.tasks.catalog.images import load_catalog_images, prepare_image
@@ -191,7 +191,7 @@ def train_classifier(
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        model = build_model(CLASSIFIER_MODEL, num_classes=num_classes, width=settings.width)
+        model = get_model(CLASSIFIER_MODEL, num_classes=num_classes, width=settings.width)
     generator = torch.Generator().manual_seed(settings.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, total_steps=settings.steps)
@@ -288,7 +288,7 @@ def _held_out(lake: Lake, vocabulary: LabelVocabulary, settings: ClassifierSetti
 
 
 def _from_state(state: dict, settings: ClassifierSettings, fingerprint: str, key: str) -> FeatureExtractor:
-    classifier = build_model(CLASSIFIER_MODEL, **state["model_kwargs"])
+    classifier = get_model(CLASSIFIER_MODEL, **state["model_kwargs"])
     classifier.load_state_dict(state["model"])
     classifier.eval()
     classifier.requires_grad_(False)

@@ -27,7 +27,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from catalog_enhance.models import build_model
+from catalog_enhance.models import get_model
 from catalog_enhance.tasks.evaluate.feature_extractor import FeatureExtractor, fid_kid
 from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.lake.manifests import table_fingerprint
@@ -63,7 +63,7 @@ def untrained_twin(trained: TrainedModel) -> nn.Module:
     """The same architecture, freshly initialised with the training seed, in eval mode."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(trained.config.seed)
-        module = build_model(trained.name, **trained.metadata["model_kwargs"])
+        module = get_model(trained.name, **trained.metadata["model_kwargs"])
     module.eval()
     module.requires_grad_(False)
     return module.to(_device(trained.module))

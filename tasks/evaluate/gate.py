@@ -1,6 +1,6 @@
 """The quality gate: which version of a model kind is champion, decided by numbers and recorded.
 
-Each model kind has one primary metric (`PRIMARY_METRIC`, data). A candidate version is promoted
+Each model kind has one primary metric (its plugin's `primary_metric`, `tasks.kinds`). A candidate version is promoted
 only if it beats the baseline AND the current champion of its kind, strictly (ties do not
 promote), so a regression can never replace a champion. Every evaluation and every decision,
 promoted or refused, is appended to the evaluations manifest with its reason; enhancement reads
@@ -12,57 +12,26 @@ is read back with `lake.champions.current_champion`.
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 
+from catalog_enhance.tasks.kinds import PrimaryMetric, get_kind
+from catalog_enhance.tasks.inference.trained import TrainedModel, load_trained
 from catalog_enhance.tasks.lake import manifests
+from catalog_enhance.tasks.lake.model_registry import list_versions
+from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.lake.champions import current_champion
 
-
-@dataclass(frozen=True)
-class PrimaryMetric:
-    """The one number that decides promotion for a model kind."""
-
-    kind: str
-    metric: str  # the `metric` column value in the evaluations manifest
-    scope: str  # the `scope` column value
-    split: str
-    higher_is_better: bool
-    baseline: str  # what the baseline value measures
-    description: str
-
-
-PRIMARY_METRIC: dict[str, PrimaryMetric] = {
-    m.kind: m
-    for m in (
-        PrimaryMetric(
-            "sr", "psnr_y_gain", "scale=2", "test", True, "bicubic",
-            "PSNR-Y gain (dB) over MATLAB bicubic at x2 on the test split; bicubic itself scores 0",
-        ),
-        PrimaryMetric(
-            "gan", "fid", "overall", "test", False, "untrained generator",
-            "FID to the real test images, features from the project's catalog classifier",
-        ),
-        PrimaryMetric(
-            "cgan", "fid", "overall", "test", False, "untrained generator",
-            "FID to the real test images, features from the project's catalog classifier",
-        ),
-        PrimaryMetric(
-            "cyclegan", "psnr_vs_studio", "overall", "test", True, "identity",
-            "PSNR of G(lifestyle) against the true studio image; the baseline is the lifestyle image unchanged",
-        ),
-    )
-}
+log = logging.getLogger(__name__)
 
 
 def primary_metric(kind: str) -> PrimaryMetric:
-    try:
-        return PRIMARY_METRIC[kind]
-    except KeyError:
-        raise KeyError(f"no primary metric for model kind {kind!r}; known: {', '.join(PRIMARY_METRIC)}") from None
+    """The primary metric of a model kind, as its plugin declares it."""
+    return get_kind(kind).primary_metric
 
 
 @dataclass(frozen=True)
@@ -217,3 +186,58 @@ def primary_value(rows: Iterable[Mapping], kind: str) -> float:
         if row.get("metric") == spec.metric and row.get("scope") == spec.scope:
             return float(row["value"])
     raise KeyError(f"no {spec.metric} at scope {spec.scope!r} among the evaluation rows")
+
+
+# -- recording and gating a version -----------------------------------------------------------
+
+
+def registry_row(lake: Lake, model_name: str, version: str) -> dict | None:
+    return next((r for r in list_versions(lake, model_name) if r["version"] == version), None)
+
+
+# -- gating --------------------------------------------------------------------------------------
+
+
+def champion_value_on(lake: Lake, kind: str, dataset_hash: str,
+                    remeasure: Callable[[TrainedModel], float]) -> float | None:
+    """The champion's primary figure on the candidate's data: None (use the recorded value) when it
+    was measured on the same data or cannot be loaded again."""
+    champion = current_champion(lake, kind)
+    if champion is None or champion.dataset_hash == dataset_hash:
+        return None
+    row = registry_row(lake, champion.model_name, champion.version)
+    if row is None:
+        log.warning("champion %s %s is not in the registry; comparing with its recorded value",
+                    champion.model_name, champion.version)
+        return None
+    try:
+        value = remeasure(load_trained(lake, row))
+    except Exception as error:  # noqa: BLE001 - the recorded value is the fallback, said in the log
+        log.warning("could not measure champion %s again (%s); comparing with its recorded value",
+                    champion.version, error)
+        return None
+    log.info("champion %s measured again on the current test data: %.4f (recorded %.4f)",
+             champion.version, value, champion.value)
+    return value
+
+
+def record_and_gate(lake: Lake, *, model_name: str, kind: str, version: str, rows: list[dict], dataset_hash: str,
+          candidate: float, baseline: float, champion_value: float | None, run_id: str | None) -> Decision:
+    record_evaluation(lake, [{**row, "run_id": run_id} for row in rows])
+    return promote_if_better(lake, model_name=model_name, kind=kind, version=version, candidate=candidate,
+                             baseline=baseline, dataset_hash=dataset_hash, champion_value=champion_value, run_id=run_id)
+
+
+def record_and_refuse(lake: Lake, *, model_name: str, kind: str, version: str, rows: list[dict],
+                      dataset_hash: str, reason: str, run_id: str | None, baseline: float = 0.0) -> Decision:
+    """Record a version's rows and a refusal where no comparison on the primary metric can be
+    made (the reason says why), against `baseline` (SR: bicubic's own gain, 0 by definition)."""
+    record_evaluation(lake, [{**row, "run_id": run_id} for row in rows])
+    spec = primary_metric(kind)
+    champion = current_champion(lake, kind)
+    decision = Decision(False, f"refused: {reason}", kind, spec.metric, math.nan, baseline,
+                        None if champion is None else champion.value)
+    record_promotion(lake, decision, model_name=model_name, version=version, dataset_hash=dataset_hash,
+                     champion_version=None if champion is None else f"{champion.model_name}:{champion.version}",
+                     run_id=run_id)
+    return decision

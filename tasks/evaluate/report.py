@@ -10,54 +10,36 @@ of the report is still written.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pandas as pd
 
-from catalog_enhance.tasks.evaluate.cyclegan_eval import FULL, translate_pairs
-from catalog_enhance.tasks.inference.enhancers import bicubic
-from catalog_enhance.tasks.evaluate.gan_eval import cgan_sample_grid, data_options, gan_sample_grid
-from catalog_enhance.tasks.evaluate.gate import PRIMARY_METRIC
+from catalog_enhance.data_contracts.evaluations import is_headline_scope
+from catalog_enhance.tasks.evaluate.results import EvaluationSummary
+from catalog_enhance.tasks.evaluate.sr_test import BASELINE_VERSION
+from catalog_enhance.tasks.kinds import list_kinds
 from catalog_enhance.tasks.lake.champions import read_evaluations
-from catalog_enhance.tasks.evaluate.pipeline import EvaluationSummary, sr_scale_of
-from catalog_enhance.tasks.imaging.metrics import quantize
-from catalog_enhance.tasks.evaluate.sr_test import BASELINE_VERSION, pair_images, sr_enhancer, test_pairs
 from catalog_enhance.tasks.lake.model_registry import list_versions, read_curves
 from catalog_enhance.tasks.report.html import (
     REPORT_FILENAME,
-    ImageGridSection,
     PlotSection,
     ReportSection,
     TableSection,
     TextSection,
     build_report,
-    plot_metric_history,
-    plot_training_curves,
     write_report,
 )
+from catalog_enhance.tasks.report.plots import plot_metric_history, plot_training_curves
 from catalog_enhance.tasks.lake.storage import Lake
-from catalog_enhance.tasks.catalog.rows import catalog_training_rows, domain_rows
-from catalog_enhance.tasks.inference.trained import load_trained
 
 log = logging.getLogger(__name__)
 
 REPORT_PREFIX = "evaluation-"
-HISTORY_METRICS = {
-    "sr": ["psnr_y_gain", "ssim_y_gain", "share_worse_than_bicubic"],
-    "gan": ["fid", "kid"],
-    "cgan": ["fid", "kid", "conditional_accuracy"],
-    "cyclegan": ["psnr_vs_studio", "psnr_vs_studio_at_trained_size", "cycle_l1", "fid_to_studio"],
-}
 
 
 def _evaluations(lake: Lake) -> pd.DataFrame:
     return read_evaluations(lake).to_pandas()
-
-
-def _headline(scope: str) -> bool:
-    return scope in ("overall", "feature_extractor") or (scope.startswith("scale=") and "," not in scope)
 
 
 def _gain(value, baseline, higher_is_better) -> float | None:
@@ -74,12 +56,13 @@ def champion_table(evals: pd.DataFrame) -> list[dict]:
     """One row per model kind: its champion's promotion decision (latest promoted decision row)."""
     rows = []
     decisions = evals[(evals["record"] == "decision")] if len(evals) else evals
-    for kind in PRIMARY_METRIC:
+    for plugin in list_kinds():
+        kind, primary = plugin.name, plugin.primary_metric
         promoted = decisions[(decisions["model_kind"] == kind) & (decisions["promoted"].fillna(False).astype(bool))]
         if promoted.empty:
             rows.append({"kind": kind, "champion": "none yet", "version": None,
-                         "primary metric": PRIMARY_METRIC[kind].metric, "value": None,
-                         "baseline": PRIMARY_METRIC[kind].baseline, "baseline value": None,
+                         "primary metric": primary.metric, "value": None,
+                         "baseline": primary.baseline, "baseline value": None,
                          "gain over baseline": None, "promoted at": None, "reason": "no version has passed the gate"})
             continue
         last = promoted.iloc[-1]
@@ -97,7 +80,7 @@ def metrics_table(evals: pd.DataFrame, versions: set[tuple[str, str]]) -> list[d
     rows = []
     if evals.empty:
         return rows
-    part = evals[(evals["record"] == "evaluation") & evals["scope"].map(_headline).astype(bool)]
+    part = evals[(evals["record"] == "evaluation") & evals["scope"].map(is_headline_scope).astype(bool)]
     part = part[[(m, v) in versions for m, v in zip(part["model_name"], part["version"])]]
     part = part.drop_duplicates(["model_name", "version", "metric", "scope"], keep="last")
     for r in part.itertuples(index=False):
@@ -107,119 +90,18 @@ def metrics_table(evals: pd.DataFrame, versions: set[tuple[str, str]]) -> list[d
             "gain over baseline": _gain(r.value, r.baseline_value, bool(r.higher_is_better)),
             "higher is better": bool(r.higher_is_better),
         })
-    order = {k: i for i, k in enumerate(PRIMARY_METRIC)}
+    order = {kind.name: i for i, kind in enumerate(list_kinds())}
     return sorted(rows, key=lambda r: (order.get(r["kind"], 99), r["model"], r["version"], r["scope"], r["metric"]))
 
 
-def sr_comparison_table(evals: pd.DataFrame, lake: Lake) -> list[dict]:
-    """Per scale: the classical baselines and the newest evaluated version of each SR model, on the
-    newest test set of that scale (psnr/ssim, gains over bicubic, share of images worse)."""
-    if evals.empty:
-        return []
-    sr = evals[(evals["record"] == "evaluation") & (evals["model_kind"] == "sr")]
-    sr = sr[sr["scope"].str.fullmatch(r"scale=\d+").astype(bool)]
-    rows = []
-    for scope in sorted(sr["scope"].unique(), key=lambda s: int(s.split("=")[1])):
-        at = sr[sr["scope"] == scope]
-        dataset = at["dataset_hash"].iloc[-1]  # the newest test set of this scale
-        at = at[at["dataset_hash"] == dataset]
-        latest = at.drop_duplicates(["model_name"], keep="last")[["model_name", "version"]]
-        for model_name, version in latest.itertuples(index=False):
-            figures = at[(at["model_name"] == model_name) & (at["version"] == version)]
-            values = dict(zip(figures["metric"], figures["value"]))
-            rows.append({
-                "scale": scope.split("=")[1], "enhancer": model_name,
-                "version": version if version != BASELINE_VERSION else "(classical)",
-                "PSNR-Y dB": values.get("psnr_y"), "SSIM-Y": values.get("ssim_y"),
-                "psnr gain dB": values.get("psnr_y_gain"), "ssim gain": values.get("ssim_y_gain"),
-                "share of images worse than bicubic": values.get("share_worse_than_bicubic"),
-            })
-    return rows
-
-
-def sr_losses_table(evals: pd.DataFrame, model_name: str, version: str) -> tuple[list[dict], str]:
-    """Where the SR champion does not beat bicubic: its x-its-scale figures overall, per category
-    and per style, the losing scopes first; and a one-line verdict."""
-    part = evals[(evals["record"] == "evaluation") & (evals["model_name"] == model_name)
-                 & (evals["version"] == version)]
-    if part.empty:
-        return [], f"{model_name} {version} has no evaluation rows."
-    rows = []
-    for scope, group in part.groupby("scope", sort=False):
-        values = dict(zip(group["metric"], group["value"]))
-        where = scope.split(",", 1)[1] if "," in scope else "all test images"
-        rows.append({
-            "scale": scope.split(",")[0].split("=")[1], "where": where,
-            "psnr gain dB": values.get("psnr_y_gain"), "ssim gain": values.get("ssim_y_gain"),
-            "share of images where bicubic is better": values.get("share_worse_than_bicubic"),
-            "beats bicubic": None if values.get("psnr_y_gain") is None or pd.isna(values.get("psnr_y_gain"))
-            else bool(values["psnr_y_gain"] > 0),
-        })
-    rows.sort(key=lambda r: (r["where"] != "all test images", _sort_value(r["psnr gain dB"])))
-    scoped = [r for r in rows if r["where"].startswith("category=")]
-    losing = [r["where"].split("=", 1)[1] for r in scoped if r["beats bicubic"] is False]
-    overall = next((r for r in rows if r["where"] == "all test images"), None)
-    share = overall and overall["share of images where bicubic is better"]
-    verdict = (f"{model_name} {version}: bicubic is better on "
-               f"{'—' if share is None or pd.isna(share) else f'{share:.0%}'} of the test images; "
-               f"it loses on average in {len(losing)} of {len(scoped)} categories"
-               + (f" ({', '.join(losing)})." if losing else "."))
-    return rows, verdict
-
-
-def _sort_value(value) -> float:
-    return math.inf if value is None or pd.isna(value) else float(value)
-
-
-# -- images --------------------------------------------------------------------------------------
-
-
-def sr_grid_sections(lake: Lake, n_images: int = 4) -> list[ReportSection]:
-    """Per scale with SR models: LR, bicubic, the newest version of each SR model, HR on a few test
-    pairs (one per category where possible)."""
-    newest: dict[int, dict[str, dict]] = {}
-    for row in list_versions(lake):
-        if row["kind"] == "sr":
-            newest.setdefault(sr_scale_of(row), {})[row["name"]] = row
-    sections = []
-    for scale in sorted(newest):
-        rows = test_pairs(lake, scale)
-        if rows.num_rows == 0:
-            continue
-        seen, pick = set(), []
-        for i, category in enumerate(rows.column("category").to_pylist()):
-            if category not in seen:
-                seen.add(category)
-                pick.append(i)
-        pick = (pick + [i for i in range(rows.num_rows) if i not in pick])[:n_images]
-        models = {name: sr_enhancer(load_trained(lake, row)) for name, row in sorted(newest[scale].items())}
-        shown = ", ".join(f"`{row['version']}`" for _, row in sorted(newest[scale].items()))
-        grid, labels = [], []
-        for hr, lr, meta in pair_images(lake, rows.take(pick)):
-            outputs = [quantize(lr), quantize(bicubic(lr, scale))]
-            for enhance in models.values():
-                try:
-                    outputs.append(quantize(enhance(lr, scale)))
-                except Exception as error:  # noqa: BLE001
-                    log.warning("SR grid: %s failed on %s: %s", enhance, meta["sku"], error)
-                    outputs.append(None)
-            grid.append(outputs + [hr])
-            labels.append(f"{meta['category']} · {meta['style']}")
-        sections.append(ImageGridSection(
-            f"Super-resolution x{scale}: before and after", grid, row_labels=labels,
-            column_labels=["LR", "bicubic", *models, "HR (truth)"],
-            note=f"Test-split crops (held-out products). LR shown enlarged with square pixels; each model is its "
-                 f"newest version trained for x{scale}: {shown}.",
-        ))
-    return sections
-
-
-def _newest(lake: Lake, kind: str) -> dict | None:
+def newest_version(lake: Lake, kind: str) -> dict | None:
+    """The newest registered version of a kind (the one its report section shows)."""
     rows = [r for r in list_versions(lake) if r["kind"] == kind]
     return rows[-1] if rows else None
 
 
-def _figures_note(evals: pd.DataFrame, row: dict, metrics: list[str]) -> str:
+def figures_note(evals: pd.DataFrame, row: dict, metrics: list[str]) -> str:
+    """A version's headline figures, each with its baseline, as one line under its section."""
     part = evals[(evals["record"] == "evaluation") & (evals["version"] == row["version"])
                  & (evals["scope"] == "overall")]
     parts = []
@@ -232,47 +114,8 @@ def _figures_note(evals: pd.DataFrame, row: dict, metrics: list[str]) -> str:
     return f"Version `{row['version']}`. " + ("; ".join(parts) if parts else "Not evaluated yet.")
 
 
-def gan_sections(lake: Lake, evals: pd.DataFrame) -> list[ReportSection]:
-    sections = []
-    row = _newest(lake, "gan")
-    if row is not None:
-        grid = gan_sample_grid(load_trained(lake, row))
-        sections.append(ImageGridSection("GAN samples", grid, note=_figures_note(evals, row, ["fid", "kid"]),
-                                         cell_px=64))
-    row = _newest(lake, "cgan")
-    if row is not None:
-        labels, grid = cgan_sample_grid(lake, load_trained(lake, row))
-        sections.append(ImageGridSection(
-            "Conditional GAN samples, one row per category", grid, row_labels=labels,
-            note=_figures_note(evals, row, ["fid", "kid", "conditional_accuracy"]), cell_px=64,
-        ))
-    return sections
-
-
-def cyclegan_sections(lake: Lake, evals: pd.DataFrame, n_products: int = 6) -> list[ReportSection]:
-    row = _newest(lake, "cyclegan")
-    if row is None:
-        return []
-    trained = load_trained(lake, row)
-    options = data_options(trained)
-    rows = catalog_training_rows(lake, split="test", filters=options.filters, **options.split_options())
-    x_rows, y_rows = domain_rows(rows, trained.metadata["domain_x"], trained.metadata["domain_y"])
-    pairs = translate_pairs(lake, trained, x_rows, y_rows, limit=n_products)
-    resolution = sorted({p.resolution for p in pairs})
-    return [ImageGridSection(
-        "CycleGAN: lifestyle → studio", [[p.lifestyle, p.translated, p.studio, p.translated_small] for p in pairs],
-        row_labels=[f"{p.category} · {p.product_id}" for p in pairs],
-        column_labels=["lifestyle (input)", "G(lifestyle)", "true studio shot", "G at the training image size"],
-        note=_figures_note(evals, row, ["psnr_vs_studio", "ssim_vs_studio", "psnr_vs_studio_at_trained_size",
-                                        "cycle_l1", "fid_to_studio"])
-        + f" Test-split products; inference at {' + '.join(resolution) or FULL}.",
-    )]
-
-
-# -- the whole report ----------------------------------------------------------------------------
-
-
-def _guarded(title: str, build: Callable[[], list[ReportSection]]) -> list[ReportSection]:
+def guarded(title: str, build: Callable[[], list[ReportSection]]) -> list[ReportSection]:
+    """The sections `build` draws, or one paragraph saying why it could not."""
     try:
         return build()
     except Exception as error:  # noqa: BLE001 - one broken section must not cost the whole report
@@ -321,34 +164,24 @@ def evaluation_report_sections(lake: Lake, summary: EvaluationSummary) -> list[R
     shown = champions | {(r.model_name, r.version) for r in summary.results}
     sections.append(TableSection("All metrics: champions and this run's versions", metrics_table(evals, shown),
                                  note="`gain over baseline` is signed so that positive is better."))
-    sections += _guarded("Super-resolution on the test split", lambda: [
-        TableSection("Super-resolution on the test split", sr_comparison_table(evals, lake),
-                     note="Classical baselines: bicubic, + unsharp mask, + histogram equalisation, + TV denoising "
-                          "(on the luma only).")])
-    sr_champion = summary.champions.get("sr")
-    if sr_champion is not None:
-        def losses() -> list[ReportSection]:
-            rows, verdict = sr_losses_table(evals, sr_champion.model_name, sr_champion.version)
-            return [TableSection("Where the SR champion does not beat bicubic", rows, note=verdict)]
-        sections += _guarded("Where the SR champion does not beat bicubic", losses)
-    sections += _guarded("Super-resolution: before and after", lambda: sr_grid_sections(lake))
-    sections += _guarded("GAN samples", lambda: gan_sections(lake, evals))
-    sections += _guarded("CycleGAN translations", lambda: cyclegan_sections(lake, evals))
-    sections += _guarded("Training curves", lambda: [
+    for kind in list_kinds():
+        sections += guarded(f"{kind.name} models", lambda kind=kind: kind.report_sections(lake, evals))
+    sections += guarded("Training curves", lambda: [
         PlotSection("Training curves", plot_training_curves(read_curves(lake).to_pandas()),
                     note="Newest version of each model; faint: every step, solid: moving average.")])
 
     def history() -> list[ReportSection]:
         out = []
-        for kind, metrics in HISTORY_METRICS.items():
+        for kind in list_kinds():
             if evals.empty:
                 break
-            part = evals[(evals["model_kind"] == kind) & (evals["version"] != BASELINE_VERSION)]
+            part = evals[(evals["model_kind"] == kind.name) & (evals["version"] != BASELINE_VERSION)]
             if len(part):
-                out.append(PlotSection(f"Metrics across versions: {kind}", plot_metric_history(part, metrics=metrics)))
+                out.append(PlotSection(f"Metrics across versions: {kind.name}",
+                                       plot_metric_history(part, metrics=list(kind.history_metrics))))
         return out
 
-    sections += _guarded("Metrics across versions", history)
+    sections += guarded("Metrics across versions", history)
     return sections
 
 
@@ -369,6 +202,6 @@ def latest_report_key(lake: Lake) -> str | None:
 
 
 __all__ = [
-    "champion_table", "evaluation_report_sections", "latest_report_key", "metrics_table", "sr_comparison_table",
-    "sr_losses_table", "write_evaluation_report",
+    "champion_table", "evaluation_report_sections", "figures_note", "guarded", "latest_report_key",
+    "metrics_table", "newest_version", "write_evaluation_report",
 ]

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rich.table import Table
 
 from catalog_enhance.tasks.imaging.degrade import DegradationConfig, degrade
 from catalog_enhance.tasks.inference.enhancers import Enhancer, classical_enhancers
@@ -301,27 +300,3 @@ def write_sr_report_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def sr_summary_table(summary: pd.DataFrame, title: str = "Super-resolution (Y channel, border = scale)") -> Table:
-    """A rich table of `summarize` output; gains that are not positive are shown in red."""
-    table = Table(title=title)
-    for name, justify in (("scale", "right"), ("scope", "left"), ("enhancer", "left"), ("images", "right"),
-                          ("PSNR-Y dB", "right"), ("SSIM-Y", "right"), ("gain dB", "right"),
-                          ("SSIM gain", "right"), ("worse than bicubic", "right")):
-        table.add_column(name, justify=justify)
-    for row in summary.itertuples(index=False):
-        gain = "" if pd.isna(row.psnr_gain) else f"{row.psnr_gain:+.3f}"
-        if gain and row.enhancer != REFERENCE and row.psnr_gain <= 0:
-            gain = f"[red]{gain}[/red]"
-        images = f"{row.n_images}" + (f" ({row.n_errors} failed)" if row.n_errors else "")
-        table.add_row(
-            f"x{row.scale}", row.scope, row.enhancer, images,
-            _fmt(row.psnr_y, "{:.2f}"), _fmt(row.ssim_y, "{:.4f}"), gain,
-            _fmt(row.ssim_gain, "{:+.4f}"), _fmt(row.share_worse, "{:.0%}"),
-        )
-    return table
-
-
-def _fmt(value: float, pattern: str) -> str:
-    return "" if pd.isna(value) else pattern.format(value)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from catalog_enhance.models import build_model, get_spec
+from catalog_enhance.models import get_model, get_spec
 from catalog_enhance.tasks.lake.model_registry import latest_version, list_versions
 from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.lake.checkpoints import load_checkpoint
@@ -37,7 +37,7 @@ def load_trained(lake: Lake, row: dict, runtime: Runtime | None = None) -> Train
     metadata = state.get("metadata") or {}
     if "model_kwargs" not in metadata:
         raise ValueError(f"{row['version']}: checkpoint metadata has no model_kwargs; cannot rebuild the model")
-    module = build_model(config.model, **metadata["model_kwargs"])
+    module = get_model(config.model, **metadata["model_kwargs"])
     module.load_state_dict(state["trainer"]["model"])
     module.eval()
     runtime = runtime or select_runtime()

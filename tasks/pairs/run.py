@@ -85,11 +85,6 @@ class PairsSummary(BaseModel):
             "seconds": self.seconds,
         }
 
-    def to_markdown(self) -> str:
-        lines = ["## make-pairs", "", "| what | value |", "|---|---|"]
-        lines += [f"| {key.strip()} | {value} |" for key, value in self.counts().items()]
-        return "\n".join(lines) + "\n"
-
 
 def summarize(result: PairsResult, quarantine_appended: int, seconds: float) -> PairsSummary:
     return PairsSummary(

@@ -1,7 +1,19 @@
-"""The trainer interface the training loop drives, and the kind -> trainer registry.
+"""The trainer interface the training loop drives.
 
 A trainer owns one model family's data, modules, optimisers and one optimisation step; the loop
-(`loop.train_model`) owns everything else: resume, logging, checkpoints, the loss curve.
+(`loop.train_model`) owns everything else: resume, logging, checkpoints, the loss curve. Which
+trainer trains a model is its kind's (`tasks.kinds`): `trainer_for` asks the plugin.
+
+Hooks of a trainer (a new kind's trainer implements the abstract ones):
+
+    options_class     the pydantic model of `TrainConfig.data` (extra="forbid"); `self.options`
+                      is the validated instance
+    setup()           read manifests, build data, model, optimisers (and schedulers); set
+                      `self.data_manifest_hash` (`lake.manifests.table_fingerprint` of the rows)
+    train_step(step)  ONE optimisation step; every random choice from (seed, step)
+    state_dict() / load_state_dict(state)   plain data only (checkpoints load weights_only)
+    metadata()        stored with the checkpoint and the registry row; holds `model_kwargs`
+    final_metrics()   figures computed once after training (the registry's validation metric)
 """
 
 from __future__ import annotations
@@ -9,19 +21,23 @@ from __future__ import annotations
 import abc
 from typing import ClassVar
 
-from catalog_enhance.models.registry import get_spec
+import pydantic
+
+from catalog_enhance.tasks.kinds import kind_of_model
 from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.train.config import TrainConfig
 from catalog_enhance.tasks.runtime import Runtime
 
 
 class Trainer(abc.ABC):
-    kind: ClassVar[str]  # "sr" | "gan" | "cgan" | "cyclegan"
+    options_class: ClassVar[type[pydantic.BaseModel]]
 
     def __init__(self, config: TrainConfig, lake: Lake, runtime: Runtime):
         self.config = config
         self.lake = lake
         self.runtime = runtime
+        # `config.data` was validated by this class when the config was made; typed here.
+        self.options = self.options_class.model_validate(config.data)
         # Set by setup(), e.g. `self.data_manifest_hash = table_fingerprint(rows)`.
         self.data_manifest_hash: str | None = None
 
@@ -59,25 +75,6 @@ class Trainer(abc.ABC):
         return self.data_manifest_hash
 
 
-TRAINERS: dict[str, type[Trainer]] = {}
-
-
-def register_trainer(cls: type[Trainer]) -> type[Trainer]:
-    """Class decorator: TRAINERS[cls.kind] = cls."""
-    kind = getattr(cls, "kind", None)
-    if not kind:
-        raise ValueError(f"{cls.__name__} declares no `kind`")
-    if kind in TRAINERS and TRAINERS[kind] is not cls:
-        raise ValueError(f"a trainer for kind {kind!r} is already registered: {TRAINERS[kind].__name__}")
-    TRAINERS[kind] = cls
-    return cls
-
-
 def trainer_for(config: TrainConfig, lake: Lake, runtime: Runtime) -> Trainer:
-    kind = get_spec(config.model).kind
-    try:
-        cls = TRAINERS[kind]
-    except KeyError:
-        known = ", ".join(sorted(TRAINERS)) or "(none)"
-        raise KeyError(f"model {config.model!r}: no trainer for kind {kind!r}; known kinds: {known}") from None
-    return cls(config, lake, runtime)
+    """The trainer of `config.model`'s kind, for this config."""
+    return kind_of_model(config.model).trainer(config, lake, runtime)

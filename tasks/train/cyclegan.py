@@ -34,13 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catalog_enhance.models import build_model
+from catalog_enhance.models import get_model
 from catalog_enhance.models.cyclegan import ImageHistoryBuffer
-from catalog_enhance.tasks.train.base import Trainer, register_trainer
+from catalog_enhance.tasks.train.base import Trainer
 from catalog_enhance.tasks.lake.manifests import table_fingerprint
 from catalog_enhance.tasks.catalog.images import load_paired_domains, to_unit_range
 from catalog_enhance.tasks.catalog.rows import CatalogDataOptions, catalog_training_rows
-from catalog_enhance.tasks.train.config import register_presets
 from catalog_enhance.tasks.train.data import StepLoader
 from catalog_enhance.tasks.train.gan import evaluating
 from catalog_enhance.tasks.runtime import Runtime, autocast, seed_everything, step_generator, to_device
@@ -93,13 +92,13 @@ def translate_images(generator: nn.Module, images: torch.Tensor, runtime: Runtim
     return torch.cat(out)
 
 
-@register_trainer
 class CycleGANTrainer(Trainer):
-    kind = "cyclegan"
+    options_class = CycleGANOptions
+    options: CycleGANOptions
 
     def setup(self) -> None:
         cfg, rt = self.config, self.runtime
-        self.options = o = CycleGANOptions.parse(cfg.data, cfg.model)
+        o = self.options
         if o.crop_size is not None and o.crop_size > o.image_size:
             raise ValueError(f"{cfg.model}: data.crop_size {o.crop_size} > data.image_size {o.image_size}")
         rows = catalog_training_rows(self.lake, split=o.split, filters=o.filters, **o.split_options())
@@ -113,7 +112,7 @@ class CycleGANTrainer(Trainer):
         self.data_manifest_hash = table_fingerprint(pa.concat_tables([self.domains.x.rows, self.domains.y.rows]))
         self.model_kwargs = dict(cfg.model_kwargs)
         seed_everything(cfg.seed)
-        self.model = to_device(build_model(cfg.model, **self.model_kwargs), rt)
+        self.model = to_device(get_model(cfg.model, **self.model_kwargs), rt)
         m = self.model
         betas = tuple(o.betas)
         self.opt_g = torch.optim.Adam(itertools.chain(m.G_XY.parameters(), m.G_YX.parameters()), lr=cfg.lr, betas=betas)
@@ -222,29 +221,3 @@ def lsgan(logits: torch.Tensor, real: bool) -> torch.Tensor:
     """Least-squares GAN loss of a PatchGAN logit map against all-ones (real) or all-zeros."""
     target = torch.ones_like(logits) if real else torch.zeros_like(logits)
     return F.mse_loss(logits, target)
-
-
-register_presets(
-    "cyclegan",
-    {
-        # Seconds: 32 px crops of 36 px images, 2 residual blocks, narrow networks.
-        "tiny": {
-            "steps": 30, "batch_size": 4, "lr": 2e-4, "checkpoint_every": 10, "log_every": 10,
-            "model_kwargs": {"ngf": 8, "ndf": 8, "n_blocks": 2, "n_layers": 3},
-            "data": {"image_size": 36, "crop_size": 32, "pool_size": 8},
-        },
-        # `make demo` on 2 cores: 64 px crops of 72 px images, ngf 16, 4 residual blocks
-        # (about 4 min single-threaded on a busy machine, 0.3-0.4 s/step).
-        "cpu": {
-            "steps": 600, "batch_size": 4, "lr": 2e-4, "checkpoint_every": 100, "log_every": 25,
-            "model_kwargs": {"ngf": 16, "ndf": 32, "n_blocks": 4, "n_layers": 3},
-            "data": {"image_size": 72, "crop_size": 64},
-        },
-        # The paper: 256 px crops of 286 px images, ngf/ndf 64, 9 blocks, batch 1, pool 50.
-        "gpu": {
-            "steps": 200000, "batch_size": 1, "lr": 2e-4, "checkpoint_every": 5000, "log_every": 200,
-            "model_kwargs": {"ngf": 64, "ndf": 64, "n_blocks": 9, "n_layers": 3},
-            "data": {"image_size": 286, "crop_size": 256},
-        },
-    },
-)

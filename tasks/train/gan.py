@@ -26,12 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catalog_enhance.models import build_model
-from catalog_enhance.tasks.train.base import Trainer, register_trainer
+from catalog_enhance.models import get_model
+from catalog_enhance.tasks.train.base import Trainer
 from catalog_enhance.tasks.catalog.images import load_catalog_images, to_unit_range
 from catalog_enhance.tasks.catalog.labels import LabelVocabulary
 from catalog_enhance.tasks.catalog.rows import CatalogDataOptions, catalog_training_rows
-from catalog_enhance.tasks.train.config import register_presets
 from catalog_enhance.tasks.train.data import StepBatchSampler, StepLoader
 from catalog_enhance.tasks.runtime import autocast, seed_everything, step_generator, to_device
 
@@ -68,15 +67,13 @@ def evaluating(module: nn.Module) -> Iterator[nn.Module]:
         module.train(was_training)
 
 
-@register_trainer
 class GANTrainer(Trainer):
-    kind = "gan"
     options_class: type[GANOptions] = GANOptions
+    options: GANOptions
 
     # -- setup -------------------------------------------------------------------------------
     def setup(self) -> None:
         cfg = self.config
-        self.options = self.options_class.parse(cfg.data, cfg.model)
         rows = catalog_training_rows(
             self.lake, split=self.options.split, filters=self.options.filters, **self.options.split_options()
         )
@@ -89,7 +86,7 @@ class GANTrainer(Trainer):
         self.setup_conditions()
         self.model_kwargs = self.effective_model_kwargs()
         seed_everything(cfg.seed)  # weight initialisation
-        self.model = to_device(build_model(cfg.model, **self.model_kwargs), self.runtime)
+        self.model = to_device(get_model(cfg.model, **self.model_kwargs), self.runtime)
         self.z_dim = self.model.z_dim
         betas = tuple(self.options.betas)
         self.opt_g = torch.optim.Adam(self.model.generator.parameters(), lr=cfg.lr, betas=betas)
@@ -212,10 +209,9 @@ class GANTrainer(Trainer):
         return {"model_kwargs": kwargs, "image_size": self.options.image_size, "train_images": len(self.data)}
 
 
-@register_trainer
 class CGANTrainer(GANTrainer):
-    kind = "cgan"
     options_class = CGANOptions
+    options: CGANOptions
 
     def setup_conditions(self) -> None:
         self.vocabulary = LabelVocabulary.from_table(self.data.rows, self.options.conditions)
@@ -276,30 +272,3 @@ class CGANTrainer(GANTrainer):
 
     def metadata(self) -> dict:
         return {**super().metadata(), "vocabulary": self.vocabulary.to_state()}
-
-
-# Presets. tiny: seconds, for tests (a 5x LR so that 150 steps visibly move the generator).
-# cpu: `make demo` on 2 cores, 2-3 minutes each (32 px, base 32, 2000 steps of 64).
-# gpu: DCGAN paper scale (64 px, base 64, batch 128).
-_GAN_TINY = {
-    "steps": 150, "batch_size": 16, "lr": 1e-3, "checkpoint_every": 50, "log_every": 25,
-    "model_kwargs": {"z_dim": 16, "base": 16},
-    "data": {"image_size": 32, "filters": "style=studio", "sample_count": 16},
-}
-_GAN_CPU = {
-    "steps": 2000, "batch_size": 64, "lr": 2e-4, "checkpoint_every": 500, "log_every": 100,
-    "model_kwargs": {"z_dim": 64, "base": 32}, "data": {"image_size": 32, "filters": "style=studio"},
-}
-_GAN_GPU = {
-    "steps": 30000, "batch_size": 128, "lr": 2e-4, "checkpoint_every": 2000, "log_every": 100,
-    "model_kwargs": {"z_dim": 128, "base": 64}, "data": {"image_size": 64, "filters": "style=studio"},
-}
-register_presets("gan", {"tiny": _GAN_TINY, "cpu": _GAN_CPU, "gpu": _GAN_GPU})
-register_presets(
-    "cgan",
-    {
-        "tiny": {**_GAN_TINY, "data": {**_GAN_TINY["data"], "conditions": ["category"]}},
-        "cpu": {**_GAN_CPU, "data": {"image_size": 32, "conditions": ["category", "style"]}},
-        "gpu": {**_GAN_GPU, "data": {"image_size": 64, "conditions": ["category", "style"]}},
-    },
-)

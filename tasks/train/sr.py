@@ -6,47 +6,56 @@ thousands of steps, which is what a CPU preset can afford. The learning rate fol
 function of the step (linear warmup, then cosine decay or step decay), so it needs no scheduler
 state and a resumed run applies exactly the uninterrupted run's rates.
 
-`data` keys (TrainConfig.data): scale (2|3|4), channels (1 = MATLAB BT.601 Y as in the paper,
-3 = RGB), lr_patch (LR patch side; the HR patch is lr_patch*scale), hr_patch (optional; when set
-it wins: lr_patch = hr_patch // scale, so a model working at HR resolution, SRCNN, costs the same
-per step at every scale instead of scale^2 times more), augment (flips/rotations),
-lr_schedule ("cosine" | "step" | "constant"), warmup_steps, min_lr_ratio, cache_mb, val_images.
+`TrainConfig.data` is `SROptions` (typed, unknown keys refused).
 """
 
 from __future__ import annotations
 
-import inspect
 import math
+from typing import Literal
 
 import numpy as np
+import pydantic
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catalog_enhance.models import build_model, get_spec
-from catalog_enhance.tasks.inference.enhancers import bicubic, model_enhancer
-from catalog_enhance.tasks.imaging.metrics import psnr_y
+from catalog_enhance.models import get_model, get_spec
+from catalog_enhance.models.protocols import SRNetwork
 from catalog_enhance.tasks.imaging.codec import load_rgb
-from catalog_enhance.tasks.lake.storage import Lake
-from catalog_enhance.tasks.train.base import Trainer, register_trainer
-from catalog_enhance.tasks.lake.manifests import table_fingerprint
-from catalog_enhance.tasks.train.config import register_presets
 from catalog_enhance.tasks.imaging.lake_images import DEFAULT_CACHE_MB, LakeImages, fits_in_memory
-from catalog_enhance.tasks.lake.manifests import read_pairs
-from catalog_enhance.tasks.train.data import SRPairDataset, StepLoader
+from catalog_enhance.tasks.imaging.metrics import psnr_y
+from catalog_enhance.tasks.inference.enhancers import bicubic, model_enhancer
+from catalog_enhance.tasks.lake.manifests import read_pairs, table_fingerprint
+from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.runtime import autocast, to_device
+from catalog_enhance.tasks.train.base import Trainer
+from catalog_enhance.tasks.train.data import SRPairDataset, StepLoader
 
-SR_DATA_DEFAULTS = {
-    "scale": 2,
-    "channels": 1,
-    "lr_patch": 16,
-    "augment": True,
-    "lr_schedule": "cosine",
-    "warmup_steps": 0,
-    "min_lr_ratio": 0.01,
-    "cache_mb": DEFAULT_CACHE_MB,
-    "val_images": 64,
-}
+
+class SROptions(pydantic.BaseModel):
+    """`TrainConfig.data` of the super-resolution trainer."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    scale: Literal[2, 3, 4] = 2
+    channels: Literal[1, 3] = 1  # 1 = MATLAB BT.601 Y as in the paper, 3 = RGB
+    lr_patch: int = pydantic.Field(16, gt=0)  # LR patch side; the HR patch is lr_patch * scale
+    # When set it wins: lr_patch = hr_patch // scale, so a model working at HR resolution (SRCNN)
+    # costs the same per step at every scale instead of scale^2 times more.
+    hr_patch: int | None = pydantic.Field(None, gt=0)
+    augment: bool = True  # the 8 flips/rotations
+    lr_schedule: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_steps: int = pydantic.Field(0, ge=0)
+    min_lr_ratio: float = pydantic.Field(0.01, ge=0.0, le=1.0)
+    cache_mb: float = pydantic.Field(DEFAULT_CACHE_MB, ge=0)  # preload the pairs' pixels up to this size
+    val_images: int = pydantic.Field(64, ge=0)  # validation pairs scored after training
+    num_workers: int | None = pydantic.Field(None, ge=0)  # DataLoader workers; None: 2 on CUDA, 0 on CPU
+
+    @property
+    def patch(self) -> int:
+        """The LR patch side actually trained on."""
+        return self.hr_patch // self.scale if self.hr_patch else self.lr_patch
 
 
 def learning_rate(step: int, *, base_lr: float, total_steps: int, schedule: str, warmup_steps: int = 0,
@@ -94,14 +103,16 @@ def validate(model: nn.Module, lake: Lake, *, scale: int, channels: int, split: 
     }
 
 
-@register_trainer
 class SRTrainer(Trainer):
-    kind = "sr"
+    """MSE on aligned (input, target) patches of the pairs manifest; see the module docstring."""
+
+    options_class = SROptions
+    options: SROptions
+    model: SRNetwork
 
     def setup(self) -> None:
-        config = self.config
-        self.data_config = data = {**SR_DATA_DEFAULTS, **config.data}
-        scale, channels = int(data["scale"]), int(data["channels"])
+        config, options = self.config, self.options
+        scale, channels = options.scale, options.channels
 
         rows_table = read_pairs(self.lake, split="train", scale=scale)
         if rows_table.num_rows == 0:
@@ -112,26 +123,26 @@ class SRTrainer(Trainer):
         images = LakeImages(
             self.lake,
             [key for r in rows for key in (r["hr_key"], r["lr_key"])],
-            preload=fits_in_memory(pixels, cache_mb=float(data["cache_mb"])),
+            preload=fits_in_memory(pixels, cache_mb=options.cache_mb),
         )
 
         # The model takes the data's channels, and its scale if it upsamples inside (ESPCN).
         kwargs = {"channels": channels, **config.model_kwargs}
-        if "scale" in inspect.signature(get_spec(config.model).build).parameters:
+        if get_spec(config.model).takes("scale"):
             kwargs.setdefault("scale", scale)
         self.model_kwargs = kwargs
-        self.model = to_device(build_model(config.model, **kwargs), self.runtime)
+        self.model = to_device(get_model(config.model, **kwargs), self.runtime)
         self.model.train()
-        self.upscale_input = not getattr(self.model, "upsamples_inside", False)
+        self.upscale_input = not self.model.upsamples_inside
 
         dataset = SRPairDataset(
             rows,
             images,
             scale=scale,
-            lr_patch=int(data["hr_patch"]) // scale if data.get("hr_patch") else int(data["lr_patch"]),
+            lr_patch=options.patch,
             channels=channels,
             upscale_input=self.upscale_input,
-            augment=bool(data["augment"]),
+            augment=options.augment,
         )
         self.skipped = dataset.skipped
         self.loader = StepLoader(
@@ -140,15 +151,15 @@ class SRTrainer(Trainer):
             seed=config.seed,
             total_steps=config.steps,
             runtime=self.runtime,
-            num_workers=data.get("num_workers"),
+            num_workers=options.num_workers,
         )
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
 
     def train_step(self, step: int) -> dict[str, float]:
-        data = self.data_config
+        options = self.options
         lr = learning_rate(step, base_lr=self.config.lr, total_steps=self.config.steps,
-                           schedule=data["lr_schedule"], warmup_steps=int(data["warmup_steps"]),
-                           min_lr_ratio=float(data["min_lr_ratio"]))
+                           schedule=options.lr_schedule, warmup_steps=options.warmup_steps,
+                           min_lr_ratio=options.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         source, target = self.loader.batch(step)
@@ -170,55 +181,16 @@ class SRTrainer(Trainer):
 
     def metadata(self) -> dict:
         """How to run the model at inference (the enhancer needs exactly this)."""
-        data = self.data_config
+        options = self.options
         return {
             "model_kwargs": dict(self.model_kwargs),
-            "scale": int(data["scale"]),
-            "channels": int(data["channels"]),
-            "colour": "Y (BT.601, MATLAB rgb2ycbcr)" if int(data["channels"]) == 1 else "RGB",
+            "scale": options.scale,
+            "channels": options.channels,
+            "colour": "Y (BT.601, MATLAB rgb2ycbcr)" if options.channels == 1 else "RGB",
             "input": "bicubic-upscaled LR (MATLAB imresize)" if self.upscale_input else "LR",
         }
 
     def final_metrics(self) -> dict[str, float]:
-        data = self.data_config
-        return validate(self.model, self.lake, scale=int(data["scale"]), channels=int(data["channels"]),
-                        max_images=int(data["val_images"]))
-
-
-# tiny: seconds, for tests. cpu: a couple of minutes each on 2 cores (make demo). gpu: paper-like.
-# SRCNN on tiny/cpu predicts the residual over its bicubic input (the option the model offers):
-# the paper's direct mapping must first learn to reproduce the input and lags bicubic for
-# thousands of steps (measured: -6 dB after 40 steps, +0.9 dB after 1500 cpu steps, where the
-# residual form reaches +1.2 dB in 800). The gpu preset keeps the paper's direct mapping.
-# SRCNN cpu: a 32 px HR patch at every scale (hr_patch), so x3/x4 cost what x2 costs instead of
-# 2.25x/4x more (a 16 px LR patch made the x4 patch 64 px).
-# ESPCN cpu: depth 3, mid 64 (the paper's 5-3-3 layout had depth 1, mid 32) and 5000 steps: on
-# photos it never trained on, 2000 steps of the paper's layout gained +1.47 dB over bicubic at x2,
-# 8000 steps of it +1.70; depth 3 / mid 64 gained +2.00 after 4000 steps and +2.09 after 6000,
-# +1.19 at x4 after 4000 (bench/NOTES.md). ~40 ms a step on 2 cores: 3-4 min per scale.
-register_presets(
-    "srcnn",
-    {
-        "tiny": {"steps": 100, "batch_size": 8, "lr": 1e-3, "checkpoint_every": 50, "log_every": 10,
-                 "model_kwargs": {"variant": "955", "residual": True},
-                 "data": {"lr_patch": 12, "augment": False, "warmup_steps": 10}},
-        "cpu": {"steps": 1000, "batch_size": 16, "lr": 1e-3, "checkpoint_every": 250, "log_every": 50,
-                "model_kwargs": {"variant": "955", "residual": True},
-                "data": {"hr_patch": 32, "warmup_steps": 50}},
-        "gpu": {"steps": 200_000, "batch_size": 128, "lr": 1e-4, "checkpoint_every": 5000, "log_every": 500,
-                "model_kwargs": {"variant": "955", "residual": False},
-                "data": {"lr_patch": 17, "warmup_steps": 1000}},
-    },
-)
-register_presets(
-    "espcn",
-    {
-        "tiny": {"steps": 100, "batch_size": 8, "lr": 1e-3, "checkpoint_every": 50, "log_every": 10,
-                 "data": {"lr_patch": 12, "augment": False, "warmup_steps": 10}},
-        "cpu": {"steps": 5000, "batch_size": 16, "lr": 1e-3, "checkpoint_every": 500, "log_every": 50,
-                "model_kwargs": {"depth": 3, "mid": 64},
-                "data": {"lr_patch": 24, "warmup_steps": 50}},
-        "gpu": {"steps": 200_000, "batch_size": 128, "lr": 3e-4, "checkpoint_every": 5000, "log_every": 500,
-                "data": {"lr_patch": 32, "warmup_steps": 1000}},
-    },
-)
+        options = self.options
+        return validate(self.model, self.lake, scale=options.scale, channels=options.channels,
+                        max_images=options.val_images)
