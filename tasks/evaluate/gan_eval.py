@@ -50,7 +50,7 @@ UNTRAINED = "untrained generator"
 def data_options(trained: TrainedModel) -> CatalogDataOptions:
     """The catalog-data part of the model's training config (filters, image size, fit, split)."""
     fields = set(CatalogDataOptions.model_fields)
-    return CatalogDataOptions(**{k: v for k, v in trained.config.data.items() if k in fields})
+    return CatalogDataOptions(**{k: v for k, v in trained.config["data"].items() if k in fields})
 
 
 def real_test_rows(lake: Lake, trained: TrainedModel) -> pa.Table:
@@ -62,7 +62,7 @@ def real_test_rows(lake: Lake, trained: TrainedModel) -> pa.Table:
 def untrained_twin(trained: TrainedModel) -> nn.Module:
     """The same architecture, freshly initialised with the training seed, in eval mode."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(trained.config.seed)
+        torch.manual_seed(int(trained.config["seed"]))
         module = get_model(trained.name, **trained.metadata["model_kwargs"])
     module.eval()
     module.requires_grad_(False)

@@ -30,7 +30,7 @@ from catalog_enhance.tasks.lake.champions import current_champion
 from catalog_enhance.tasks.evaluate.sr_eval import REFERENCE, evaluate_sr, sr_evaluation_rows, summarize
 from catalog_enhance.tasks.imaging.codec import load_rgb
 from catalog_enhance.tasks.lake.model_registry import list_versions
-from catalog_enhance.tasks.pairs import PairsConfig
+from catalog_enhance.tasks.catalog.pairs_config import PairsConfig
 from catalog_enhance.tasks.lake.manifests import read_pairs
 from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.lake.manifests import table_fingerprint

@@ -2,7 +2,9 @@
 
 Kind-agnostic: every trainer stores its exact builder arguments as `metadata["model_kwargs"]`
 and its module's weights as `trainer["model"]`, so one function rebuilds any registered model.
-Checkpoints load with `weights_only=True` only (see tasks.train.checkpoint).
+Checkpoints load with `weights_only=True` only (see tasks.lake.checkpoints). The training config
+comes back as the plain JSON the checkpoint stores (`TrainConfig.model_dump(mode="json")`):
+what inference needs of it is data, not a config to validate again.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from catalog_enhance.models import get_model, get_spec
 from catalog_enhance.tasks.lake.model_registry import latest_version, list_versions
 from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.lake.checkpoints import load_checkpoint
-from catalog_enhance.tasks.train.config import TrainConfig
 from catalog_enhance.tasks.runtime import Runtime, select_runtime, to_device
 
 
@@ -25,7 +26,7 @@ class TrainedModel:
     version: str
     kind: str
     module: nn.Module
-    config: TrainConfig
+    config: dict  # the training config as stored: model, preset, seed, model_kwargs, data, ...
     metadata: dict = field(default_factory=dict)
     checkpoint_key: str = ""
 
@@ -33,11 +34,11 @@ class TrainedModel:
 def load_trained(lake: Lake, row: dict, runtime: Runtime | None = None) -> TrainedModel:
     """Rebuild the module of one registry row (`name`, `version`, `checkpoint_key`) for inference."""
     state = load_checkpoint(lake, row["checkpoint_key"])
-    config = TrainConfig(**state["config"])
+    config = dict(state["config"])
     metadata = state.get("metadata") or {}
     if "model_kwargs" not in metadata:
         raise ValueError(f"{row['version']}: checkpoint metadata has no model_kwargs; cannot rebuild the model")
-    module = get_model(config.model, **metadata["model_kwargs"])
+    module = get_model(config["model"], **metadata["model_kwargs"])
     module.load_state_dict(state["trainer"]["model"])
     module.eval()
     runtime = runtime or select_runtime()
@@ -45,9 +46,9 @@ def load_trained(lake: Lake, row: dict, runtime: Runtime | None = None) -> Train
     for parameter in module.parameters():
         parameter.requires_grad_(False)
     return TrainedModel(
-        name=config.model,
+        name=config["model"],
         version=row["version"],
-        kind=get_spec(config.model).kind,
+        kind=get_spec(config["model"]).kind,
         module=module,
         config=config,
         metadata=metadata,

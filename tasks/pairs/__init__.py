@@ -15,7 +15,8 @@ only rewritten when something new was made, so a re-run with the same config wri
 
 
 from catalog_enhance.tasks.catalog.splits import DEFAULT_SPLIT_SALT, SplitFractions, assign_split
-from catalog_enhance.tasks.pairs.config import SUPPORTED_SCALES, PairsConfig, UnpairableImage
+from catalog_enhance.tasks.catalog.pairs_config import SUPPORTED_SCALES, PairsConfig
+from catalog_enhance.tasks.pairs.config import UnpairableImage
 from catalog_enhance.tasks.pairs.image import crop_origins, decode_rgb, hr_shape, make_pairs_for_image, too_small
 from catalog_enhance.tasks.pairs.run import (
     ChunkResult,

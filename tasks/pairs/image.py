@@ -16,7 +16,8 @@ from catalog_enhance.tasks.catalog.splits import assign_split
 from catalog_enhance.tasks.imaging.codec import load_rgb
 from catalog_enhance.tasks.imaging.degrade import canonical_json, degrade
 from catalog_enhance.tasks.imaging.resize import mod_crop
-from catalog_enhance.tasks.pairs.config import PairsConfig, UnpairableImage
+from catalog_enhance.tasks.catalog.pairs_config import PairsConfig
+from catalog_enhance.tasks.pairs.config import UnpairableImage
 
 
 def decode_rgb(png_bytes: bytes, name: str) -> np.ndarray:

@@ -14,7 +14,8 @@ from pydantic import BaseModel
 from catalog_enhance.data_contracts.contracts import CATALOG
 from catalog_enhance.tasks.lake import manifests
 from catalog_enhance.tasks.lake.storage import Lake
-from catalog_enhance.tasks.pairs.config import QUARANTINE_STAGE, PairsConfig, UnpairableImage
+from catalog_enhance.tasks.catalog.pairs_config import PairsConfig
+from catalog_enhance.tasks.pairs.config import QUARANTINE_STAGE, UnpairableImage
 from catalog_enhance.tasks.pairs.image import make_pairs_for_image, too_small
 
 
