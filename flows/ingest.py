@@ -17,14 +17,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from catalog_enhance.tasks.batching import chunked
 from catalog_enhance.flows.rendering import counts_markdown
-from catalog_enhance.tasks.ingest import (
-    BatchResult,
-    IngestSummary,
-    WorkItem,
-    finish_ingestion,
-    ingest_batch,
-    prepare_ingestion,
-)
+from catalog_enhance.tasks.ingest.batch import BatchResult, ingest_batch
+from catalog_enhance.tasks.ingest.plan import WorkItem
+from catalog_enhance.tasks.ingest.run import IngestSummary, finish_ingestion, prepare_ingestion
 from catalog_enhance.tasks.lake.settings import Settings, load_settings
 from catalog_enhance.tasks.lake.storage import Lake
 

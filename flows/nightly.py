@@ -22,10 +22,10 @@ from catalog_enhance.flows.runners import task_runner_for
 from catalog_enhance.flows.train import train_models
 from catalog_enhance.tasks.enhance.catalog import EnhanceSummary
 from catalog_enhance.tasks.evaluate.pipeline import EvaluationSummary
-from catalog_enhance.tasks.ingest import IngestSummary
+from catalog_enhance.tasks.ingest.run import IngestSummary
 from catalog_enhance.tasks.kinds import trainable_models
 from catalog_enhance.tasks.lake.model_registry import latest_version
-from catalog_enhance.tasks.pairs import PairsSummary
+from catalog_enhance.tasks.pairs.run import PairsSummary
 from catalog_enhance.tasks.lake.settings import load_settings
 from catalog_enhance.tasks.lake.storage import Lake
 

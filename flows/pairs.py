@@ -12,10 +12,10 @@ from prefect.runtime import flow_run
 from catalog_enhance.data_contracts.layout import manifest_key
 from catalog_enhance.flows.rendering import counts_markdown
 from catalog_enhance.tasks.lake import manifests
-from catalog_enhance.tasks.pairs import (
+from catalog_enhance.tasks.catalog.pairs_config import PairsConfig
+from catalog_enhance.tasks.pairs.run import (
     ChunkResult,
     PairJob,
-    PairsConfig,
     PairsSummary,
     finish_pairs,
     make_pairs_for_jobs,

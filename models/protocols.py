@@ -21,6 +21,7 @@ class attribute, a property or an annotation in its body (`scale: int`); a built
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -85,23 +86,21 @@ def _declared(cls: type, name: str) -> bool:
     return any(name in vars(k) or name in getattr(k, "__annotations__", {}) for k in cls.__mro__)
 
 
-def check_class(cls: type, kind: str, model: str) -> None:
-    """Raise ValueError naming what `cls` does not declare of its kind's protocol."""
+def _check(kind: str, model: str, has: Callable[[str], bool], what: str) -> None:
     protocol = KIND_PROTOCOLS.get(kind)
     if protocol is None:
         return
-    missing = [name for name in members(protocol) if not _declared(cls, name)]
+    missing = [name for name in members(protocol) if not has(name)]
     if missing:
-        raise ValueError(f"model {model!r} ({cls.__name__}) is a {kind} model but does not declare "
+        raise ValueError(f"model {model!r} ({what}) is a {kind} model without "
                          f"{', '.join(missing)} ({protocol.__name__}, models/protocols.py)")
+
+
+def check_class(cls: type, kind: str, model: str) -> None:
+    """Raise ValueError naming what `cls` does not declare of its kind's protocol (at registration)."""
+    _check(kind, model, lambda name: _declared(cls, name), f"class {cls.__name__}")
 
 
 def check_instance(module: nn.Module, kind: str, model: str) -> None:
     """Raise ValueError naming the protocol attributes a built module lacks."""
-    protocol = KIND_PROTOCOLS.get(kind)
-    if protocol is None:
-        return
-    missing = [name for name in members(protocol) if not hasattr(module, name)]
-    if missing:
-        raise ValueError(f"model {model!r} built a {type(module).__name__} without "
-                         f"{', '.join(missing)} ({protocol.__name__}, models/protocols.py)")
+    _check(kind, model, lambda name: hasattr(module, name), f"built {type(module).__name__}")

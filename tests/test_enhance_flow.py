@@ -35,7 +35,7 @@ from catalog_enhance.tasks.enhance.catalog import (
 )
 from catalog_enhance.tasks.evaluate.gate import promote_if_better
 from catalog_enhance.tasks.imaging.codec import load_image
-from catalog_enhance.tasks.ingest import ingest_feed
+from catalog_enhance.tasks.ingest.run import ingest_feed
 from catalog_enhance.tasks.lake import manifests
 from catalog_enhance.tasks.lake.model_registry import register_version
 from catalog_enhance.tasks.lake.settings import load_settings

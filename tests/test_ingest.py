@@ -21,7 +21,7 @@ from catalog_enhance.data_contracts.contracts import CATALOG, QUARANTINE
 from catalog_enhance.data_contracts.layout import manifest_key
 from catalog_enhance.tasks.sources import uris as sources
 from catalog_enhance.tasks.imaging.codec import load_image
-from catalog_enhance.tasks.ingest import ingest_feed
+from catalog_enhance.tasks.ingest.run import ingest_feed
 from catalog_enhance.tasks.lake.manifests import current_catalog
 from catalog_enhance.tasks.sources.feeds import FeedError, read_feed
 from catalog_enhance.tasks.lake.settings import load_settings

@@ -19,15 +19,10 @@ from catalog_enhance.data_contracts.layout import manifest_key, normalized_image
 from catalog_enhance.tasks.imaging.degrade import BicubicStage, DegradationConfig, NoiseStage
 from catalog_enhance.flows.rendering import counts_markdown
 from catalog_enhance.tasks.lake import manifests
-from catalog_enhance.tasks.pairs import (
-    PairsConfig,
-    SplitFractions,
-    assign_split,
-    build_pairs,
-    crop_origins,
-    make_pairs_for_image,
-    record_quarantine,
-)
+from catalog_enhance.tasks.catalog.pairs_config import PairsConfig
+from catalog_enhance.tasks.catalog.splits import SplitFractions, assign_split
+from catalog_enhance.tasks.pairs.image import crop_origins, make_pairs_for_image
+from catalog_enhance.tasks.pairs.run import build_pairs, record_quarantine
 from catalog_enhance.tasks.imaging.resize import imresize
 
 TINY = PairsConfig(hr_size=36, crops_per_image=2)  # x4 LR crops: 9 px

@@ -15,7 +15,7 @@ from catalog_enhance.data_contracts.contracts import CATALOG, PAIRS
 from catalog_enhance.data_contracts.layout import manifest_key
 from catalog_enhance.flows.ingest import ingest_catalog
 from catalog_enhance.flows.pairs import make_pairs
-from catalog_enhance.tasks.pairs import PairsConfig
+from catalog_enhance.tasks.catalog.pairs_config import PairsConfig
 from catalog_enhance.demo_data.sample_catalog import build_sample_catalog
 from catalog_enhance.tasks.lake.storage import Lake
 

@@ -13,7 +13,7 @@ from generative_catalog import build_catalog, catalog_row, png_bytes, product_im
 from PIL import Image
 
 from catalog_enhance.data_contracts.layout import checkpoint_key
-from catalog_enhance.tasks.pairs import assign_split
+from catalog_enhance.tasks.catalog.splits import assign_split
 from catalog_enhance.tasks.runtime import select_runtime
 from catalog_enhance.tasks.train.base import trainer_for
 from catalog_enhance.tasks.train.config import make_config

@@ -15,19 +15,3 @@ A bad row never stops the run: it becomes a quarantine record naming the SKU, th
 URI, the reason (one of `QUARANTINE_REASONS`) and a detail. Only a bad feed (unreadable, a
 required column missing) or a failing lake stops it.
 """
-
-from catalog_enhance.tasks.ingest.batch import BatchResult, ingest_batch
-from catalog_enhance.tasks.ingest.plan import STAGE, Plan, WorkItem, plan_ingestion, quarantine_record
-from catalog_enhance.tasks.ingest.run import (
-    IngestSummary,
-    PreparedIngestion,
-    finish_ingestion,
-    ingest_feed,
-    merge_manifest,
-    prepare_ingestion,
-)
-
-__all__ = [
-    "STAGE", "BatchResult", "IngestSummary", "Plan", "PreparedIngestion", "WorkItem", "finish_ingestion",
-    "ingest_batch", "ingest_feed", "merge_manifest", "plan_ingestion", "prepare_ingestion", "quarantine_record",
-]

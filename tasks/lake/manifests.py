@@ -36,10 +36,8 @@ _LOCKS_GUARD = threading.Lock()
 
 
 def contract_of(name: str) -> Contract:
-    try:
-        return MANIFEST_CONTRACTS[name]
-    except KeyError:
-        raise KeyError(f"unknown manifest {name!r}; known: {', '.join(sorted(MANIFEST_CONTRACTS))}") from None
+    manifest_key(name)  # an unknown name is a KeyError listing the known manifests
+    return MANIFEST_CONTRACTS[name]
 
 
 def exists(lake: Lake, name: str) -> bool:
