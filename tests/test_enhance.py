@@ -20,13 +20,13 @@ from catalog_enhance.tasks.inference import tiling as enhance
 from catalog_enhance.tasks.inference.tiling import (
     TileError,
     choose_scale,
-    encode_png,
     fit_size,
     super_resolve,
     super_resolve_many,
     super_resolve_to_long_side,
     translate_full_resolution,
 )
+from catalog_enhance.tasks.imaging.codec import encode_png
 from catalog_enhance.tasks.imaging.resize import imresize
 
 

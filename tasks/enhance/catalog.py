@@ -68,13 +68,12 @@ from catalog_enhance.tasks.lake import manifests
 from catalog_enhance.tasks.sources import uris as sources
 from catalog_enhance.tasks.inference.tiling import (
     TileError,
-    encode_png,
     super_resolve,
     super_resolve_to_long_side,
     translate_full_resolution,
 )
 from catalog_enhance.tasks.lake.champions import current_champion
-from catalog_enhance.tasks.imaging.codec import ImageRejected, decode_untrusted, load_image
+from catalog_enhance.tasks.imaging.codec import ImageRejected, decode_untrusted, encode_png, load_image
 from catalog_enhance.tasks.sources.feeds import FEED_FORMATS, read_feed
 from catalog_enhance.tasks.lake.model_registry import list_versions
 from catalog_enhance.tasks.lake.settings import Settings, load_settings

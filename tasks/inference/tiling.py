@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -58,7 +57,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, PngImagePlugin
+from PIL import Image
 from torch import nn
 
 from catalog_enhance.tasks.imaging.resize import imresize, rgb_to_ycbcr, ycbcr_to_rgb
@@ -68,7 +67,6 @@ ImageLike = Image.Image | np.ndarray
 __all__ = [
     "TileError",
     "choose_scale",
-    "encode_png",
     "fit_size",
     "super_resolve",
     "super_resolve_many",
@@ -654,40 +652,3 @@ def translate_full_resolution(
         align=getattr(generator, "size_multiple", 1),
     )
     return _finish(prepared, (out + 1) / 2, 1)
-
-
-# -- encoding -----------------------------------------------------------------------------------
-
-_SRGB_PERCEPTUAL = b"\x00"  # PNG sRGB chunk payload: rendering intent 0 (perceptual)
-
-
-def encode_png(array: np.ndarray, icc_profile: bytes | None = None, *, compress_level: int = 6,
-               strategy: int | None = None) -> bytes:
-    """Encode a uint8 (H, W, 3|4) RGB(A) array as PNG bytes, deterministically.
-
-    ``compress_level`` and ``strategy`` (a zlib strategy such as ``zlib.Z_RLE``; default zlib's
-    own) trade encoding time for size; the pixels are the same either way.
-
-    With ``icc_profile`` (e.g. the source image's ``info["icc_profile"]``) it is embedded as an
-    iCCP chunk, so the output keeps the input's colour profile; without one the image is marked
-    sRGB with an ``sRGB`` chunk (what the normalised catalog images are). No time stamp or text
-    chunks are written, so equal pixels and profile give byte-identical files.
-    """
-    array = np.asarray(array)
-    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in (3, 4):
-        raise ValueError(f"expected a uint8 (H, W, 3|4) array, got {array.dtype} {array.shape}")
-    image = Image.fromarray(array)  # uint8 (H, W, 3|4) -> RGB | RGBA
-    options: dict = {"format": "PNG", "compress_level": compress_level, "optimize": False}
-    if strategy is not None:
-        options["compress_type"] = strategy
-    if icc_profile:
-        options["icc_profile"] = icc_profile
-    else:
-        info = PngImagePlugin.PngInfo()
-        info.add(b"sRGB", _SRGB_PERCEPTUAL)
-        options["pnginfo"] = info
-    buffer = io.BytesIO()
-    image.save(buffer, **options)
-    return buffer.getvalue()
-
-

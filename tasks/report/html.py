@@ -33,7 +33,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from catalog_enhance.data_contracts.layout import report_key
-from catalog_enhance.tasks.inference.tiling import encode_png
+from catalog_enhance.tasks.imaging.codec import encode_png
 
 REPORT_FILENAME = "report.html"
 MAX_CELL_PX = 256  # grid cells are shown at most this wide (larger images are scaled down)
