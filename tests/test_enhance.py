@@ -16,7 +16,7 @@ from torch import nn
 from catalog_enhance.models.cyclegan import ResnetGenerator
 from catalog_enhance.models.espcn import ESPCN
 from catalog_enhance.models.srcnn import SRCNN
-from catalog_enhance.tasks.inference import tiling as enhance
+from catalog_enhance.tasks.inference import translate
 from catalog_enhance.tasks.inference.tiling import (
     TileError,
     choose_scale,
@@ -24,8 +24,8 @@ from catalog_enhance.tasks.inference.tiling import (
     super_resolve,
     super_resolve_many,
     super_resolve_to_long_side,
-    translate_full_resolution,
 )
+from catalog_enhance.tasks.inference.translate import translate_full_resolution
 from catalog_enhance.tasks.imaging.codec import encode_png
 from catalog_enhance.tasks.imaging.resize import imresize
 
@@ -405,7 +405,7 @@ def test_translate_tiles_agree_with_each_other_via_thumbnail_statistics(monkeypa
     # once the overlap covers its receptive field (~30 px here).
     assert max_diff(small_tiles, large_tiles) <= 1
     # With per-tile statistics (what naive tiling does) the same two runs disagree badly.
-    monkeypatch.setattr(enhance, "_uses_instance_norm", lambda module: False)
+    monkeypatch.setattr(translate, "_uses_instance_norm", lambda module: False)
     per_tile_small = translate_full_resolution(img, gen, tile=20, **kwargs)
     per_tile_large = translate_full_resolution(img, gen, tile=40, **kwargs)
     assert max_diff(per_tile_small, per_tile_large) > 20

@@ -70,8 +70,8 @@ from catalog_enhance.tasks.inference.tiling import (
     TileError,
     super_resolve,
     super_resolve_to_long_side,
-    translate_full_resolution,
 )
+from catalog_enhance.tasks.inference.translate import translate_full_resolution
 from catalog_enhance.tasks.lake.champions import current_champion
 from catalog_enhance.tasks.imaging.codec import ImageRejected, decode_untrusted, encode_png, load_image
 from catalog_enhance.tasks.sources.feeds import FEED_FORMATS, read_feed

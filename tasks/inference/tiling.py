@@ -1,4 +1,7 @@
-"""The pure enhancement core: tiled, batched, stateless super-resolution and style transfer.
+"""The pure enhancement core: tiled, batched, stateless super-resolution.
+
+Full-resolution style transfer (`translate_full_resolution`) runs through the same tile engine
+and lives in `tasks.inference.translate`.
 
 Every function here is a plain function of its arguments: nothing about an image is stored on the
 model or on any shared object, so one model can serve many threads at once (Prefect's thread-pool
@@ -48,7 +51,6 @@ Alpha (RGBA)
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -71,7 +73,6 @@ __all__ = [
     "super_resolve",
     "super_resolve_many",
     "super_resolve_to_long_side",
-    "translate_full_resolution",
 ]
 
 
@@ -545,110 +546,3 @@ def super_resolve_to_long_side(
         prepared = _prepare(image, 3)
         return _finish(prepared, prepared.net_input, 1, size)
     return next(super_resolve_many([image], models[scale], scale=scale, channels=channels, sizes=[size], **tiling))
-
-
-# -- full-resolution style transfer ---------------------------------------------------------------
-
-
-class _ThumbnailInstanceNorm(nn.Module):
-    """Instance norm whose statistics are recorded once (on a thumbnail) and reused for every tile.
-
-    Thumbnail Instance Normalization (Chen et al., AAAI 2022, for ultra-resolution style transfer):
-    with per-tile statistics every tile is normalised differently and the seams show (measured in
-    the tests); with one set of statistics for the whole image the generator becomes a fixed
-    convolutional network, so tiles agree with each other up to the receptive field cut by the
-    overlap.
-    """
-
-    def __init__(self, norm: nn.InstanceNorm2d) -> None:
-        super().__init__()
-        self.eps = norm.eps
-        self.weight, self.bias = norm.weight, norm.bias  # the shared generator's own parameters
-        self.stats: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stats is None:  # the recording pass is an ordinary instance norm
-            self.stats = torch.var_mean(x, dim=(-2, -1), keepdim=True, unbiased=False)
-        var, mean = self.stats
-        x = (x - mean) / torch.sqrt(var + self.eps)
-        if self.weight is not None:
-            x = x * self.weight[:, None, None] + self.bias[:, None, None]
-        return x
-
-
-def _with_frozen_instance_norm(module: nn.Module) -> nn.Module:
-    """A per-call copy of ``module``'s structure (parameters shared, not copied) whose per-sample
-    instance norms are `_ThumbnailInstanceNorm`; the shared generator itself is left untouched."""
-    if isinstance(module, nn.InstanceNorm2d) and not module.track_running_stats:
-        return _ThumbnailInstanceNorm(module)
-    clone = copy.copy(module)  # shallow: shares parameters/buffers, so costs no weight memory
-    clone._modules = {name: _with_frozen_instance_norm(child) for name, child in module._modules.items()}
-    return clone
-
-
-def _uses_instance_norm(module: nn.Module) -> bool:
-    return any(isinstance(m, nn.InstanceNorm2d) and not m.track_running_stats for m in module.modules())
-
-
-def translate_full_resolution(
-    image: ImageLike,
-    generator: nn.Module,
-    *,
-    tile: int = 256,
-    overlap: int = 64,
-    batch_tiles: int = 4,
-    whole_image_side: int = 512,
-    device: torch.device | str | None = None,
-    amp_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-) -> np.ndarray:
-    """Run a fully convolutional image-to-image generator (CycleGAN; [-1, 1] in and out) at the
-    image's full resolution: (H, W, C) uint8 -> (H, W, C) uint8, alpha passed through unchanged.
-
-    CycleGAN trains on 256 px crops but catalog images are larger (CycleGAN #562, #1115). An image
-    whose long side is at most ``whole_image_side`` runs in one pass (exact; budget that many
-    pixels of activations). A larger one runs through the same tiling as `super_resolve`, windows
-    kept on the generator's stride grid (``size_multiple``), with instance-norm statistics taken
-    once from a ``whole_image_side`` thumbnail (`_ThumbnailInstanceNorm`) so every tile is
-    normalised alike, and the generator becomes a fixed convolutional network: no seams.
-
-    Residual error against a whole-image pass, measured on a 320x384 photo (skimage astronaut)
-    with a random-init ResNet-9 generator (ngf=32), 128 px tiles, in grey levels:
-
-    - receptive field cut by the overlap (ResNet-9's theoretical radius is 87 px), with exact
-      full-resolution statistics: overlap 64 -> max 1, mean 0.0001; overlap 32 -> max 15, mean 0.09;
-    - naive per-tile instance norm: max 154-204, mean 19-25, concentrated as visible tile seams;
-    - thumbnail statistics: mean 4.5 (max 48) for a 0.83x thumbnail, 14.6 for 0.5x, as a smooth
-      whole-image difference, not seams. A random-init generator is very sensitive to its
-      statistics; a trained one is expected to be less so, but this is not measured yet.
-    """
-    if generator.training:
-        raise ValueError("generator is in training mode; call generator.eval() once before inference")
-    if tile < 1 or overlap < 0 or batch_tiles < 1 or whole_image_side < 1:
-        raise ValueError(
-            f"need tile >= 1, overlap >= 0, batch_tiles >= 1, whole_image_side >= 1; "
-            f"got {tile}, {overlap}, {batch_tiles}, {whole_image_side}"
-        )
-    prepared = _prepare(image, 3)
-    signed = prepared.net_input * 2 - 1
-    h, w = signed.shape[-2:]
-    network = generator
-    if max(h, w) <= whole_image_side:
-        tile = max(h, w)  # one window: the whole image
-    elif _uses_instance_norm(generator):
-        network = _with_frozen_instance_norm(generator)
-        thumbnail = imresize(signed, size=fit_size(h, w, whole_image_side))
-        # The recording pass: each _ThumbnailInstanceNorm keeps the thumbnail's statistics.
-        _runner(network, 1, device, amp_dtype, channels_last)(thumbnail[None])
-    run = _runner(network, 1, device, amp_dtype, channels_last)
-    (out,) = _tiled(
-        [signed],
-        run,
-        scale=1,
-        tile=tile,
-        overlap=overlap,
-        batch_tiles=batch_tiles,
-        max_images_in_flight=1,
-        align=getattr(generator, "size_multiple", 1),
-    )
-    return _finish(prepared, (out + 1) / 2, 1)
