@@ -14,7 +14,9 @@ import torch
 from torch import nn
 
 from catalog_enhance.tasks.imaging.resize import imresize
-from catalog_enhance.tasks.inference.tiling import ImageLike, _finish, _prepare, _runner, _tiled, fit_size
+from catalog_enhance.tasks.inference.pixels import ImageLike, _finish, _prepare
+from catalog_enhance.tasks.inference.tile_engine import _tiled
+from catalog_enhance.tasks.inference.tiling import _runner, fit_size
 
 __all__ = ["translate_full_resolution"]
 
