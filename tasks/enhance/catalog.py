@@ -68,10 +68,11 @@ from catalog_enhance.tasks.lake import manifests
 from catalog_enhance.tasks.sources import uris as sources
 from catalog_enhance.tasks.inference.tiling import (
     TileError,
+    Tiling,
     super_resolve,
     super_resolve_to_long_side,
 )
-from catalog_enhance.tasks.inference.translate import translate_full_resolution
+from catalog_enhance.tasks.inference.translate import TRANSLATION_TILING, translate_full_resolution
 from catalog_enhance.tasks.lake.champions import current_champion
 from catalog_enhance.tasks.imaging.codec import ImageRejected, decode_untrusted, encode_png, load_image
 from catalog_enhance.tasks.sources.feeds import FEED_FORMATS, read_feed
@@ -137,6 +138,11 @@ class EnhanceParams(BaseModel):
         if self.scale is None and self.target_long_side is None:
             raise ValueError("give a scale or a target_long_side")
         return self
+
+    @property
+    def tiling(self) -> Tiling:
+        """`tile`, `overlap` and `batch_tiles` as the one object tiled inference takes."""
+        return Tiling(tile=self.tile, overlap=self.overlap, batch_tiles=self.batch_tiles)
 
     def for_image(self, style: bool) -> "EnhanceParams":
         """These parameters as applied to one image: the style transform only where it runs."""
@@ -372,15 +378,16 @@ def enhance_image(pixels: np.ndarray, models: EnhancementModels, params: Enhance
     """Super-resolve one uint8 (H, W, 3|4) RGB(A) image by the parameters, then (``style``) run
     the studio transform on its RGB; alpha is upscaled beside the colour, never flattened."""
     runtime = inference_runtime(runtime)  # the layout `load_model` gave the modules
-    device = dict(device=runtime.device, amp_dtype=runtime.amp_dtype, channels_last=runtime.channels_last)
-    tiling = dict(tile=params.tile, overlap=params.overlap, batch_tiles=params.batch_tiles, **device)
     if params.target_long_side is not None:
         out = super_resolve_to_long_side(pixels, {models.scale: models.sr.module}, params.target_long_side,
-                                         channels=models.channels, **tiling)
+                                         channels=models.channels, tiling=params.tiling, runtime=runtime)
     else:
-        out = super_resolve(pixels, models.sr.module, scale=params.scale, channels=models.channels, **tiling)
+        out = super_resolve(pixels, models.sr.module, scale=params.scale, channels=models.channels,
+                            tiling=params.tiling, runtime=runtime)
     if style:
-        out = translate_full_resolution(out, models.generator, tile=params.tile, **device)
+        # Only the tile side comes from the parameters: overlap and batch size are translation's own.
+        tiling = replace(TRANSLATION_TILING, tile=params.tile)
+        out = translate_full_resolution(out, models.generator, tiling=tiling, runtime=runtime)
     return out
 
 

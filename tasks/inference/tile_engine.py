@@ -37,6 +37,18 @@ from torch import nn
 from catalog_enhance.tasks.imaging.resize import imresize
 
 
+@dataclass(frozen=True)
+class Tiling:
+    """How images are cut for inference, one value passed whole: cores of ``tile`` x ``tile``
+    input pixels, each read with ``overlap`` pixels of context on every side (it must cover the
+    network's receptive field), ``batch_tiles`` windows a forward pass (speed and device memory
+    only, never the pixels)."""
+
+    tile: int = 256
+    overlap: int = 16
+    batch_tiles: int = 8
+
+
 class TileError(RuntimeError):
     """Inference failed on a batch of tiles; ``tiles`` lists ``(image_index, y0, y1, x0, x1)`` cores."""
 
@@ -130,9 +142,7 @@ def _tiled(
     run: Callable[[torch.Tensor], torch.Tensor],
     *,
     scale: int,
-    tile: int,
-    overlap: int,
-    batch_tiles: int,
+    tiling: Tiling,
     max_images_in_flight: int,
     align: int = 1,
 ) -> Iterator[torch.Tensor]:
@@ -196,13 +206,14 @@ def _tiled(
         c, h, w = source.shape
         sources[index] = source
         outputs[index] = torch.empty((c, h * scale, w * scale), dtype=torch.float32)
-        rows, cols = _spans(h, tile, overlap, align), _spans(w, tile, overlap, align)
+        rows = _spans(h, tiling.tile, tiling.overlap, align)
+        cols = _spans(w, tiling.tile, tiling.overlap, align)
         tiles = [_Tile(index, r, q) for r in rows for q in cols]
         remaining[index] = len(tiles)
         for t in tiles:
             shape = (t.rows.w1 - t.rows.w0, t.cols.w1 - t.cols.w0)
             queues.setdefault(shape, []).append(t)
-            if len(queues[shape]) == batch_tiles:
+            if len(queues[shape]) == tiling.batch_tiles:
                 run_queue(shape)
         yield from finished()
         if len(outputs) > max_images_in_flight:

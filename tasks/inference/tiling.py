@@ -30,11 +30,13 @@ from PIL import Image
 from torch import nn
 
 from catalog_enhance.tasks.inference.pixels import ImageLike, _finish, _prepare, _Prepared
-from catalog_enhance.tasks.inference.tile_engine import TileError, _Runner, _tiled
+from catalog_enhance.tasks.inference.tile_engine import TileError, Tiling, _Runner, _tiled
+from catalog_enhance.tasks.runtime import Runtime
 
 __all__ = [
     "ImageLike",
     "TileError",
+    "Tiling",
     "choose_scale",
     "fit_size",
     "super_resolve",
@@ -51,7 +53,7 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _check_call(model: nn.Module, scale: int, channels: int, tile: int, overlap: int, batch_tiles: int):
+def _check_call(model: nn.Module, scale: int, channels: int, tiling: Tiling):
     if model.training:
         raise ValueError(
             "model is in training mode; call model.eval() once before inference (this module never "
@@ -67,11 +69,16 @@ def _check_call(model: nn.Module, scale: int, channels: int, tile: int, overlap:
     model_scale = getattr(model, "scale", scale)
     if getattr(model, "upsamples_inside", True) and model_scale != scale:
         raise ValueError(f"model upscales x{model_scale} but scale={scale} was given")
-    if tile < 1 or overlap < 0 or batch_tiles < 1:
-        raise ValueError(f"need tile >= 1, overlap >= 0, batch_tiles >= 1; got {tile}, {overlap}, {batch_tiles}")
+    if tiling.tile < 1 or tiling.overlap < 0 or tiling.batch_tiles < 1:
+        raise ValueError(f"need tile >= 1, overlap >= 0, batch_tiles >= 1; "
+                         f"got {tiling.tile}, {tiling.overlap}, {tiling.batch_tiles}")
 
 
-def _runner(model, scale, device, amp_dtype, channels_last) -> _Runner:
+def _runner(model, scale, runtime: Runtime | None) -> _Runner:
+    """``runtime`` None: the model's own device, fp32, NCHW."""
+    device, amp_dtype, channels_last = (
+        (None, None, False) if runtime is None else (runtime.device, runtime.amp_dtype, runtime.channels_last)
+    )
     model_device = _model_device(model)
     device = model_device if device is None else torch.device(device)
     if device != model_device and not (device.type == model_device.type and device.index is None):
@@ -97,12 +104,8 @@ def super_resolve_many(
     *,
     scale: int,
     channels: int,
-    tile: int = 256,
-    overlap: int = 16,
-    batch_tiles: int = 8,
-    device: torch.device | str | None = None,
-    amp_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
+    tiling: Tiling = Tiling(),
+    runtime: Runtime | None = None,
     max_images_in_flight: int = 8,
     sizes: Iterable[tuple[int, int] | None] | None = None,
 ) -> Iterator[np.ndarray]:
@@ -116,10 +119,10 @@ def super_resolve_many(
     before quantisation (used by `super_resolve_to_long_side`). A failed batch raises `TileError`
     naming its tiles and image indices; nothing after it is yielded.
     """
-    _check_call(model, scale, channels, tile, overlap, batch_tiles)
+    _check_call(model, scale, channels, tiling)
     if max_images_in_flight < 1:
         raise ValueError(f"max_images_in_flight must be >= 1, got {max_images_in_flight}")
-    run = _runner(model, scale, device, amp_dtype, channels_last)
+    run = _runner(model, scale, runtime)
     # Prepared images (and their fit sizes) whose network output has not come back yet, in order.
     pending: deque[tuple[_Prepared, tuple[int, int] | None]] = deque()
     size_iter = iter(sizes) if sizes is not None else None
@@ -134,9 +137,7 @@ def super_resolve_many(
         network_inputs(),
         run,
         scale=scale,
-        tile=tile,
-        overlap=overlap,
-        batch_tiles=batch_tiles,
+        tiling=tiling,
         max_images_in_flight=max_images_in_flight,
     ):
         prepared, size = pending.popleft()
@@ -149,23 +150,20 @@ def super_resolve(
     *,
     scale: int,
     channels: int,
-    tile: int = 256,
-    overlap: int = 16,
-    batch_tiles: int = 8,
-    device: torch.device | str | None = None,
-    amp_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
+    tiling: Tiling = Tiling(),
+    runtime: Runtime | None = None,
 ) -> np.ndarray:
     """Super-resolve one uint8 RGB/RGBA image by ``scale``: (H, W, C) -> (H*scale, W*scale, C) uint8.
 
     ``image``: PIL image (converted to RGB, or RGBA if it has transparency) or a uint8 (H, W, 3|4)
-    RGB(A) array. ``model``: an SR network in eval mode, already on ``device`` (default: the
-    model's own device); if it has ``upsamples_inside=False`` (SRCNN) each tile is MATLAB-bicubic
-    upscaled first, otherwise (ESPCN) it maps LR -> HR itself. ``channels``: 1 for a Y-channel
-    model (Cb/Cr are bicubic-upscaled), 3 for an RGB model. ``tile``/``overlap`` are in input
-    pixels (overlap must cover the receptive field, see the module notes), ``batch_tiles`` tiles
-    go to the device at a time. ``amp_dtype`` (e.g. ``torch.bfloat16``) runs the model under
-    autocast; ``channels_last`` feeds it NHWC tensors (convert the model itself beforehand).
+    RGB(A) array. ``model``: an SR network in eval mode, already on ``runtime.device`` (default:
+    the model's own device); if it has ``upsamples_inside=False`` (SRCNN) each tile is
+    MATLAB-bicubic upscaled first, otherwise (ESPCN) it maps LR -> HR itself. ``channels``: 1 for a
+    Y-channel model (Cb/Cr are bicubic-upscaled), 3 for an RGB model. ``tiling``: ``tile`` and
+    ``overlap`` are in input pixels (overlap must cover the receptive field, see the module notes),
+    ``batch_tiles`` tiles go to the device at a time. ``runtime`` (default: the model's device,
+    fp32, NCHW): its ``amp_dtype`` (e.g. ``torch.bfloat16``) runs the model under autocast; its
+    ``channels_last`` feeds it NHWC tensors (convert the model itself beforehand).
     Alpha is upscaled separately with MATLAB bicubic. Raises `TileError` if a tile fails.
     """
     return next(
@@ -174,12 +172,8 @@ def super_resolve(
             model,
             scale=scale,
             channels=channels,
-            tile=tile,
-            overlap=overlap,
-            batch_tiles=batch_tiles,
-            device=device,
-            amp_dtype=amp_dtype,
-            channels_last=channels_last,
+            tiling=tiling,
+            runtime=runtime,
         )
     )
 
@@ -220,7 +214,8 @@ def super_resolve_to_long_side(
     target_long_side: int,
     *,
     channels: int,
-    **tiling,
+    tiling: Tiling = Tiling(),
+    runtime: Runtime | None = None,
 ) -> np.ndarray:
     """Super-resolve with the model from ``models`` (scale -> model) that fits, then fit exactly.
 
@@ -233,7 +228,7 @@ def super_resolve_to_long_side(
     one, MATLAB-compatible, bicubic. Never overshoots: the output long side is the target. If no
     model reaches the target, the largest one runs and bicubic does the rest. An image already at
     least as large is only downscaled (bicubic, antialiased) to the target, never super-resolved,
-    so every output has the requested long side. ``tiling``: `super_resolve`'s keyword arguments.
+    so every output has the requested long side. ``tiling``, ``runtime``: as for `super_resolve`.
     """
     h, w = (image.height, image.width) if isinstance(image, Image.Image) else np.asarray(image).shape[:2]
     size = fit_size(h, w, target_long_side)
@@ -241,4 +236,5 @@ def super_resolve_to_long_side(
     if scale is None:
         prepared = _prepare(image, 3)
         return _finish(prepared, prepared.net_input, 1, size)
-    return next(super_resolve_many([image], models[scale], scale=scale, channels=channels, sizes=[size], **tiling))
+    return next(super_resolve_many([image], models[scale], scale=scale, channels=channels, sizes=[size],
+                                   tiling=tiling, runtime=runtime))

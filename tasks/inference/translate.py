@@ -8,6 +8,7 @@ called, never changed; the per-call thumbnail statistics live on a per-call shal
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -15,10 +16,15 @@ from torch import nn
 
 from catalog_enhance.tasks.imaging.resize import imresize
 from catalog_enhance.tasks.inference.pixels import ImageLike, _finish, _prepare
-from catalog_enhance.tasks.inference.tile_engine import _tiled
+from catalog_enhance.tasks.inference.tile_engine import Tiling, _tiled
 from catalog_enhance.tasks.inference.tiling import _runner, fit_size
+from catalog_enhance.tasks.runtime import Runtime
 
-__all__ = ["translate_full_resolution"]
+__all__ = ["TRANSLATION_TILING", "translate_full_resolution"]
+
+# Translation's own tiling: a CycleGAN generator's receptive field is far wider than an SR
+# network's, hence the larger overlap (measured in `translate_full_resolution`'s notes).
+TRANSLATION_TILING = Tiling(tile=256, overlap=64, batch_tiles=4)
 
 
 class _ThumbnailInstanceNorm(nn.Module):
@@ -65,13 +71,9 @@ def translate_full_resolution(
     image: ImageLike,
     generator: nn.Module,
     *,
-    tile: int = 256,
-    overlap: int = 64,
-    batch_tiles: int = 4,
+    tiling: Tiling = TRANSLATION_TILING,
     whole_image_side: int = 512,
-    device: torch.device | str | None = None,
-    amp_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
+    runtime: Runtime | None = None,
 ) -> np.ndarray:
     """Run a fully convolutional image-to-image generator (CycleGAN; [-1, 1] in and out) at the
     image's full resolution: (H, W, C) uint8 -> (H, W, C) uint8, alpha passed through unchanged.
@@ -95,30 +97,28 @@ def translate_full_resolution(
     """
     if generator.training:
         raise ValueError("generator is in training mode; call generator.eval() once before inference")
-    if tile < 1 or overlap < 0 or batch_tiles < 1 or whole_image_side < 1:
+    if tiling.tile < 1 or tiling.overlap < 0 or tiling.batch_tiles < 1 or whole_image_side < 1:
         raise ValueError(
             f"need tile >= 1, overlap >= 0, batch_tiles >= 1, whole_image_side >= 1; "
-            f"got {tile}, {overlap}, {batch_tiles}, {whole_image_side}"
+            f"got {tiling.tile}, {tiling.overlap}, {tiling.batch_tiles}, {whole_image_side}"
         )
     prepared = _prepare(image, 3)
     signed = prepared.net_input * 2 - 1
     h, w = signed.shape[-2:]
     network = generator
     if max(h, w) <= whole_image_side:
-        tile = max(h, w)  # one window: the whole image
+        tiling = replace(tiling, tile=max(h, w))  # one window: the whole image
     elif _uses_instance_norm(generator):
         network = _with_frozen_instance_norm(generator)
         thumbnail = imresize(signed, size=fit_size(h, w, whole_image_side))
         # The recording pass: each _ThumbnailInstanceNorm keeps the thumbnail's statistics.
-        _runner(network, 1, device, amp_dtype, channels_last)(thumbnail[None])
-    run = _runner(network, 1, device, amp_dtype, channels_last)
+        _runner(network, 1, runtime)(thumbnail[None])
+    run = _runner(network, 1, runtime)
     (out,) = _tiled(
         [signed],
         run,
         scale=1,
-        tile=tile,
-        overlap=overlap,
-        batch_tiles=batch_tiles,
+        tiling=tiling,
         max_images_in_flight=1,
         align=getattr(generator, "size_multiple", 1),
     )
