@@ -42,6 +42,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import ValidationError
 
 from catalog_enhance.flows.ingest import ingest_catalog
+from catalog_enhance.flows.rendering import enhance_summary_markdown
 from catalog_enhance.flows.runners import task_runner_for
 from catalog_enhance.tasks.enhance import (
     ChunkResult,
@@ -184,7 +185,7 @@ def enhance(
 
 
 def _artifacts(summary: EnhanceSummary) -> None:
-    create_markdown_artifact(key="enhance-summary", markdown=summary.to_markdown(),
+    create_markdown_artifact(key="enhance-summary", markdown=enhance_summary_markdown(summary),
                              description="Catalog enhancement counts and throughput")
     if summary.quarantine:
         rows = [{k: r[k] for k in ("sku", "image_uri", "reason", "detail")} for r in summary.quarantine[:MAX_LISTED]]

@@ -1,6 +1,7 @@
 """A whole run: prepare (choose, load and check the models once, plan), the chunks, finish, and
-the summary of what happened (`EnhanceSummary`). The flow runs the same steps with the chunks
-as Prefect tasks; `enhance_catalog` runs them one after another, without Prefect."""
+the summary of what happened (`EnhanceSummary`, data only: its markdown is in `flows.rendering`).
+The flow runs the same steps with the chunks as Prefect tasks; `enhance_catalog` runs them one
+after another, without Prefect."""
 
 from __future__ import annotations
 
@@ -107,12 +108,6 @@ class EnhanceSummary:
             return (f"enhancement: {self.enhanced} image(s) enhanced by {model}, {self.skipped} already done, "
                     f"{self.quarantined} quarantined")
         return f"enhancement: nothing new: all {self.skipped} image(s) already enhanced by {model}"
-
-    def to_markdown(self) -> str:
-        lines = ["# Catalog enhancement", "", f"Lake `{self.lake_uri}`; {self.verdict()}", "",
-                 f"Model choice: {self.champion_reason}", "", "| what | value |", "|---|---|"]
-        lines += [f"| {key.strip()} | {value} |" for key, value in self.counts().items()]
-        return "\n".join(lines) + "\n"
 
 
 def summarize(lake: Lake, prepared: PreparedEnhancement, finished: FinishResult,
