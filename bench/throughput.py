@@ -100,7 +100,7 @@ def bare_loop_seconds(model, planes: list[torch.Tensor], *, channels_last: bool 
 
 def script_loop_seconds(models, params, runtime, images: list[np.ndarray]) -> float:
     """The flow's own per-image step (`enhance_to_png`) over images in memory: no lake, no Prefect."""
-    from catalog_enhance.tasks.enhance.catalog import enhance_to_png
+    from catalog_enhance.tasks.enhance import enhance_to_png
 
     started = time.perf_counter()
     for image in images:
@@ -128,14 +128,14 @@ def flow_run(lake, version: str, scale: int) -> dict:
 
 def run(lake, champion, *, log=print) -> dict:
     """`champion`: the `sr_quality.TrainedSR` of the x2 champion (registered by the nightly)."""
-    from catalog_enhance.tasks.enhance.catalog import EnhanceParams, load_for_params
+    from catalog_enhance.tasks.enhance import EnhanceParams, load_for_params
     from catalog_enhance.tasks.runtime import select_runtime
 
     scale, model = champion.scale, champion.module
     images = _catalog_images(lake)
     planes = _y_planes(images)
     output_mp = sum(p.shape[-1] * p.shape[-2] for p in planes) * scale * scale / 1e6
-    # The models exactly as the flow loads them (on CPU: channels_last, tasks/enhance_catalog.py).
+    # The models exactly as the flow loads them (on CPU: channels_last, tasks/enhance/params.py).
     params, runtime = EnhanceParams(scale=scale), select_runtime("cpu")
     _, loaded = load_for_params(lake, params, model=champion.version, runtime=runtime)
     tuned = loaded.sr.module

@@ -241,7 +241,7 @@ def enhance(
     if output is None or feed is not None:
         console.print("[red]--input needs --output[/red] (and takes no --feed: pass the feed as --input)")
         raise typer.Exit(2)
-    from catalog_enhance.tasks.enhance.catalog import EnhanceParams, enhance_folder, load_for_params
+    from catalog_enhance.tasks.enhance import EnhanceParams, enhance_folder, load_for_params
     from catalog_enhance.tasks.lake.storage import Lake
     from catalog_enhance.tasks.runtime import select_runtime
 

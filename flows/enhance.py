@@ -1,6 +1,6 @@
 """enhance-catalog: every catalog image without an output for (champion version, params) is enhanced.
 
-The work is in `tasks.enhance_catalog`; here it gets a Prefect shape: the models are chosen,
+The work is in `tasks.enhance`; here it gets a Prefect shape: the models are chosen,
 loaded and checked once in the flow, the jobs are cut into chunks and one `enhance-chunk` task
 runs per chunk, a progress artifact follows the chunks as they finish, and a markdown summary
 and a table of quarantined images are left on the run.
@@ -42,8 +42,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import ValidationError
 
 from catalog_enhance.flows.ingest import ingest_catalog
+from catalog_enhance.flows.rendering import enhance_summary_markdown
 from catalog_enhance.flows.runners import task_runner_for
-from catalog_enhance.tasks.enhance.catalog import (
+from catalog_enhance.tasks.enhance import (
     ChunkResult,
     EnhanceJob,
     EnhanceParams,
@@ -184,7 +185,7 @@ def enhance(
 
 
 def _artifacts(summary: EnhanceSummary) -> None:
-    create_markdown_artifact(key="enhance-summary", markdown=summary.to_markdown(),
+    create_markdown_artifact(key="enhance-summary", markdown=enhance_summary_markdown(summary),
                              description="Catalog enhancement counts and throughput")
     if summary.quarantine:
         rows = [{k: r[k] for k in ("sku", "image_uri", "reason", "detail")} for r in summary.quarantine[:MAX_LISTED]]

@@ -20,7 +20,7 @@ from catalog_enhance.flows.ingest import ingest_catalog
 from catalog_enhance.flows.pairs import make_pairs
 from catalog_enhance.flows.runners import task_runner_for
 from catalog_enhance.flows.train import train_models
-from catalog_enhance.tasks.enhance.catalog import EnhanceSummary
+from catalog_enhance.tasks.enhance.run import EnhanceSummary
 from catalog_enhance.tasks.evaluate.pipeline import EvaluationSummary
 from catalog_enhance.tasks.ingest.run import IngestSummary
 from catalog_enhance.tasks.kinds import trainable_models

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import pandas as pd
 from rich.table import Table
 
+from catalog_enhance.tasks.enhance.run import EnhanceSummary
 from catalog_enhance.tasks.evaluate.results import EvaluationSummary
 from catalog_enhance.tasks.evaluate.sr_eval import REFERENCE
 
@@ -24,6 +25,12 @@ def counts_markdown(title: str, counts: Mapping[str, object], intro: str = "") -
     lines += ["| what | value |", "|---|---|"]
     lines += [f"| {str(key).strip()} | {value} |" for key, value in counts.items()]
     return "\n".join(lines) + "\n"
+
+
+def enhance_summary_markdown(summary: EnhanceSummary) -> str:
+    """The enhance flow's summary artifact: the verdict, why this model, and every count."""
+    return counts_markdown("# Catalog enhancement", summary.counts(),
+                           intro=f"Lake `{summary.lake_uri}`; {summary.verdict()}\n\nModel choice: {summary.champion_reason}")
 
 
 def _fmt(value: object) -> str:

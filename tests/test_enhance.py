@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,18 +17,22 @@ from torch import nn
 from catalog_enhance.models.cyclegan import ResnetGenerator
 from catalog_enhance.models.espcn import ESPCN
 from catalog_enhance.models.srcnn import SRCNN
-from catalog_enhance.tasks.inference import tiling as enhance
+from catalog_enhance.tasks.inference import translate
 from catalog_enhance.tasks.inference.tiling import (
     TileError,
+    Tiling,
     choose_scale,
-    encode_png,
     fit_size,
     super_resolve,
     super_resolve_many,
     super_resolve_to_long_side,
-    translate_full_resolution,
 )
+from catalog_enhance.tasks.inference.translate import TRANSLATION_TILING, translate_full_resolution
+from catalog_enhance.tasks.imaging.codec import encode_png
 from catalog_enhance.tasks.imaging.resize import imresize
+from catalog_enhance.tasks.runtime import select_runtime
+
+CPU = select_runtime("cpu")
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -133,18 +138,18 @@ def test_tiled_espcn_equals_whole_image_call(scale):
     with torch.inference_mode():
         whole = quantise(model(to_tensor(img)))
     # Receptive radius at LR: 5x5 (2) + 3x3 (1) + 3x3 (1) = 4 px.
-    tiled = super_resolve(img, model, scale=scale, channels=3, tile=8, overlap=4, batch_tiles=3)
+    tiled = super_resolve(img, model, scale=scale, channels=3, tiling=Tiling(tile=8, overlap=4, batch_tiles=3))
     assert max_diff(tiled, whole) <= 1
     # The comparison is sensitive: without overlap the tile seams are plainly wrong.
-    seams = super_resolve(img, model, scale=scale, channels=3, tile=8, overlap=0, batch_tiles=3)
+    seams = super_resolve(img, model, scale=scale, channels=3, tiling=Tiling(tile=8, overlap=0, batch_tiles=3))
     assert max_diff(seams, whole) > 10
 
 
 def test_tiled_y_channel_espcn_equals_one_window():
     img = random_image(31, 45, seed=7)
     model = random_espcn(2, channels=1)
-    one_window = super_resolve(img, model, scale=2, channels=1, tile=64, overlap=0)
-    tiled = super_resolve(img, model, scale=2, channels=1, tile=8, overlap=4, batch_tiles=5)
+    one_window = super_resolve(img, model, scale=2, channels=1, tiling=Tiling(tile=64, overlap=0))
+    tiled = super_resolve(img, model, scale=2, channels=1, tiling=Tiling(tile=8, overlap=4, batch_tiles=5))
     assert max_diff(tiled, one_window) <= 1
     assert not np.array_equal(one_window[..., 0], one_window[..., 1])  # colour came back
 
@@ -158,7 +163,8 @@ def test_tiled_srcnn_equals_whole_image_call(variant, radius, scale):
         whole = quantise(model(imresize(to_tensor(img), scale)))
     # Per-tile bicubic is exact 2 LR px inside the window; the network reaches `radius` HR px.
     overlap = 2 + math.ceil(radius / scale)
-    tiled = super_resolve(img, model, scale=scale, channels=3, tile=8, overlap=overlap, batch_tiles=4)
+    tiled = super_resolve(img, model, scale=scale, channels=3,
+                          tiling=Tiling(tile=8, overlap=overlap, batch_tiles=4))
     assert max_diff(tiled, whole) <= 1
 
 
@@ -166,9 +172,10 @@ def test_tiled_srcnn_equals_whole_image_call(variant, radius, scale):
 def test_odd_sizes_come_out_exactly_scaled(scale):
     img = random_image(37, 53, seed=scale)
     for model in (random_espcn(scale, 3), random_srcnn(3, "915")):
-        out = super_resolve(img, model, scale=scale, channels=3, tile=16, overlap=6)
+        out = super_resolve(img, model, scale=scale, channels=3, tiling=Tiling(tile=16, overlap=6))
         assert out.shape == (37 * scale, 53 * scale, 3) and out.dtype == np.uint8
-    rgba = super_resolve(random_image(37, 53, channels=4), random_espcn(scale, 1), scale=scale, channels=1, tile=16)
+    rgba = super_resolve(random_image(37, 53, channels=4), random_espcn(scale, 1), scale=scale, channels=1,
+                         tiling=Tiling(tile=16))
     assert rgba.shape == (37 * scale, 53 * scale, 4)
 
 
@@ -176,17 +183,20 @@ def test_pil_input_matches_array_input():
     img = random_image(20, 27)
     model = random_espcn(2, 3)
     assert np.array_equal(
-        super_resolve(Image.fromarray(img), model, scale=2, channels=3, tile=8, overlap=4),
-        super_resolve(img, model, scale=2, channels=3, tile=8, overlap=4),
+        super_resolve(Image.fromarray(img), model, scale=2, channels=3, tiling=Tiling(tile=8, overlap=4)),
+        super_resolve(img, model, scale=2, channels=3, tiling=Tiling(tile=8, overlap=4)),
     )
 
 
 def test_amp_and_channels_last_paths_run_and_agree():
     img = random_image(24, 24)
     model = random_espcn(2, 3)
-    ref = super_resolve(img, model, scale=2, channels=3, tile=8, overlap=4)
-    assert max_diff(super_resolve(img, model, scale=2, channels=3, tile=8, overlap=4, channels_last=True), ref) <= 1
-    bf16 = super_resolve(img, model, scale=2, channels=3, tile=8, overlap=4, amp_dtype=torch.bfloat16)
+    ref = super_resolve(img, model, scale=2, channels=3, tiling=Tiling(tile=8, overlap=4))
+    channels_last = replace(CPU, channels_last=True)
+    assert max_diff(super_resolve(img, model, scale=2, channels=3, tiling=Tiling(tile=8, overlap=4),
+                                  runtime=channels_last), ref) <= 1
+    bf16 = super_resolve(img, model, scale=2, channels=3, tiling=Tiling(tile=8, overlap=4),
+                         runtime=replace(CPU, amp_dtype=torch.bfloat16))
     assert bf16.shape == ref.shape and max_diff(bf16, ref) <= 6  # bfloat16 keeps ~3 digits
 
 
@@ -197,12 +207,13 @@ def test_failing_tile_raises_naming_its_coordinates():
     img = np.zeros((40, 48, 3), np.uint8)
     img[20, 30] = 255  # only the tile with core rows 16:24, cols 24:32 sees it (overlap 0)
     with pytest.raises(TileError, match=r"image 0 rows 16:24 cols 24:32.*boom") as info:
-        super_resolve(img, NearestX2().eval(), scale=2, channels=3, tile=8, overlap=0, batch_tiles=1)
+        super_resolve(img, NearestX2().eval(), scale=2, channels=3, tiling=Tiling(tile=8, overlap=0, batch_tiles=1))
     assert info.value.tiles == [(0, 16, 24, 24, 32)]
     assert isinstance(info.value.__cause__, RuntimeError)
     # Across images the error names the image too; earlier images have already come out.
     results = super_resolve_many(
-        [np.zeros((8, 8, 3), np.uint8), img], NearestX2().eval(), scale=2, channels=3, tile=8, overlap=0, batch_tiles=1
+        [np.zeros((8, 8, 3), np.uint8), img], NearestX2().eval(), scale=2, channels=3,
+        tiling=Tiling(tile=8, overlap=0, batch_tiles=1),
     )
     assert next(results).shape == (16, 16, 3)
     with pytest.raises(TileError, match=r"image 1 rows 16:24 cols 24:32"):
@@ -217,7 +228,7 @@ def test_wrong_output_shape_and_nan_are_tile_errors():
             return x
 
     with pytest.raises(TileError, match="expected .*scale=2"):
-        super_resolve(random_image(10, 10), SameSize().eval(), scale=2, channels=3, tile=8)
+        super_resolve(random_image(10, 10), SameSize().eval(), scale=2, channels=3, tiling=Tiling(tile=8))
 
     class Nan(nn.Module):
         upsamples_inside = False
@@ -226,7 +237,7 @@ def test_wrong_output_shape_and_nan_are_tile_errors():
             return x * float("nan")
 
     with pytest.raises(TileError, match="non-finite"):
-        super_resolve(random_image(10, 10), Nan().eval(), scale=2, channels=3, tile=8)
+        super_resolve(random_image(10, 10), Nan().eval(), scale=2, channels=3, tiling=Tiling(tile=8))
 
 
 def test_bad_calls_are_rejected_clearly():
@@ -249,7 +260,7 @@ def test_bad_calls_are_rejected_clearly():
 def test_device_batches_stay_bounded_on_a_large_image():
     spy = BatchSpy().eval()
     img = random_image(150, 170)
-    out = super_resolve(img, spy, scale=2, channels=3, tile=16, overlap=4, batch_tiles=3)
+    out = super_resolve(img, spy, scale=2, channels=3, tiling=Tiling(tile=16, overlap=4, batch_tiles=3))
     assert out.shape == (300, 340, 3)
     assert max(s[0] for s in spy.shapes) <= 3
     assert all(s[-2:] == (24, 24) for s in spy.shapes)  # tile + 2 * overlap, never the image
@@ -260,15 +271,17 @@ def test_device_batches_stay_bounded_on_a_large_image():
 def test_many_shares_batches_keeps_order_and_matches_single_calls():
     spy = BatchSpy().eval()
     images = [random_image(12, 12, seed=i) for i in range(5)] + [random_image(30, 22, seed=9)]
-    outs = list(super_resolve_many(images, spy, scale=2, channels=3, tile=16, overlap=4, batch_tiles=4))
+    outs = list(super_resolve_many(images, spy, scale=2, channels=3,
+                                   tiling=Tiling(tile=16, overlap=4, batch_tiles=4)))
     # The five 12x12 images have equal one-tile windows, so they share batches.
     assert (4, 3, 12, 12) in spy.shapes
     for img, out in zip(images, outs, strict=True):
         assert np.array_equal(out, img.repeat(2, 0).repeat(2, 1))
     model = random_espcn(2, 1)
-    many = list(super_resolve_many(images, model, scale=2, channels=1, tile=8, overlap=4, batch_tiles=8))
+    many = list(super_resolve_many(images, model, scale=2, channels=1,
+                                   tiling=Tiling(tile=8, overlap=4, batch_tiles=8)))
     for img, out in zip(images, many, strict=True):
-        assert max_diff(out, super_resolve(img, model, scale=2, channels=1, tile=8, overlap=4)) <= 1
+        assert max_diff(out, super_resolve(img, model, scale=2, channels=1, tiling=Tiling(tile=8, overlap=4))) <= 1
 
 
 def test_many_consumes_its_input_lazily():
@@ -279,7 +292,8 @@ def test_many_consumes_its_input_lazily():
             pulled.append(i)
             yield random_image(9 + i, 10, seed=i)  # all different sizes: no shared batches
 
-    results = super_resolve_many(images(), BatchSpy().eval(), scale=2, channels=3, tile=8, max_images_in_flight=2)
+    results = super_resolve_many(images(), BatchSpy().eval(), scale=2, channels=3, tiling=Tiling(tile=8),
+                                 max_images_in_flight=2)
     first = next(results)
     assert first.shape == (18, 20, 3)
     assert len(pulled) <= 3
@@ -292,13 +306,15 @@ def test_many_consumes_its_input_lazily():
 @pytest.mark.parametrize("scale", [2, 3])
 def test_white_stays_255_and_grey_stays_grey_with_a_y_model(scale):
     for model in (IdentityY().eval(), ESPCN(scale, channels=1).eval()):  # ESPCN starts as bicubic
-        white = super_resolve(np.full((13, 17, 3), 255, np.uint8), model, scale=scale, channels=1, tile=8)
+        white = super_resolve(np.full((13, 17, 3), 255, np.uint8), model, scale=scale, channels=1,
+                              tiling=Tiling(tile=8))
         assert (white == 255).all()
-        grey = super_resolve(np.full((13, 17, 3), 128, np.uint8), model, scale=scale, channels=1, tile=8)
+        grey = super_resolve(np.full((13, 17, 3), 128, np.uint8), model, scale=scale, channels=1,
+                             tiling=Tiling(tile=8))
         assert (grey == 128).all()
     rng = np.random.default_rng(1)
     levels = rng.integers(0, 256, (16, 16, 1), dtype=np.uint8).repeat(3, axis=-1)  # grey, textured
-    out = super_resolve(levels, random_espcn(scale, 1), scale=scale, channels=1, tile=8, overlap=4)
+    out = super_resolve(levels, random_espcn(scale, 1), scale=scale, channels=1, tiling=Tiling(tile=8, overlap=4))
     assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
 
 
@@ -317,7 +333,7 @@ def disc(colour, n=40, radius=12.0) -> np.ndarray:
 def test_transparent_png_keeps_transparency_and_has_no_dark_fringe(colour):
     src = Image.open(io.BytesIO(encode_png(disc(colour))))  # a real transparent PNG
     assert src.mode == "RGBA"
-    out = super_resolve(src, Sharpen().eval(), scale=3, channels=3, tile=16, overlap=8)
+    out = super_resolve(src, Sharpen().eval(), scale=3, channels=3, tiling=Tiling(tile=16, overlap=8))
     assert out.shape == (120, 120, 4)
     rgb, alpha = out[..., :3].astype(int), out[..., 3]
     assert (alpha[:15] == 0).all() and (alpha[-15:] == 0).all()  # transparency kept outside
@@ -332,7 +348,8 @@ def test_transparent_png_keeps_transparency_and_has_no_dark_fringe(colour):
 
 
 def test_opaque_rgba_stays_opaque():
-    out = super_resolve(random_image(12, 14, channels=4), random_espcn(2, 3), scale=2, channels=3, tile=8)
+    out = super_resolve(random_image(12, 14, channels=4), random_espcn(2, 3), scale=2, channels=3,
+                        tiling=Tiling(tile=8))
     assert (out[..., 3] == 255).all()
 
 
@@ -354,11 +371,11 @@ def test_target_long_side_gives_the_exact_size_with_the_right_model():
     img = random_image(37, 53)
     models = {s: random_espcn(s, 1, seed=s) for s in (2, 3, 4)}
     for target, expected in [(100, (70, 100)), (150, (105, 150)), (300, (209, 300)), (40, (28, 40)), (53, (37, 53))]:
-        out = super_resolve_to_long_side(img, models, target, channels=1, tile=16, overlap=4)
+        out = super_resolve_to_long_side(img, models, target, channels=1, tiling=Tiling(tile=16, overlap=4))
         assert out.shape == (*expected, 3), target
     # x3 is the model that ran for 150 px: only a model of that scale works here.
     failing = {s: NearestX2().eval() for s in (2, 4)} | {3: random_espcn(3, 1)}
-    assert super_resolve_to_long_side(img, failing, 150, channels=1, tile=16).shape == (105, 150, 3)
+    assert super_resolve_to_long_side(img, failing, 150, channels=1, tiling=Tiling(tile=16)).shape == (105, 150, 3)
     # Already at the target: pixels unchanged.
     assert np.array_equal(super_resolve_to_long_side(img, models, 53, channels=1), img)
 
@@ -369,7 +386,7 @@ def test_target_long_side_gives_the_exact_size_with_the_right_model():
 def test_concurrent_calls_on_one_shared_model_do_not_mix_images():
     model = random_espcn(2, 1)
     images = [random_image(20 + 3 * i, 26 - 2 * i, seed=i) for i in range(4)]
-    kwargs = dict(scale=2, channels=1, tile=8, overlap=4, batch_tiles=2)
+    kwargs = dict(scale=2, channels=1, tiling=Tiling(tile=8, overlap=4, batch_tiles=2))
     sequential = [super_resolve(img, model, **kwargs) for img in images]
     with ThreadPoolExecutor(max_workers=4) as pool:
         concurrent = list(pool.map(lambda img: super_resolve(img, model, **kwargs), images))
@@ -397,17 +414,18 @@ def test_translate_tiles_agree_with_each_other_via_thumbnail_statistics(monkeypa
     img = random_image(96, 104, seed=3)
     gen = small_generator()
     # overlap 30 is not a multiple of the generator's stride 4: windows must be re-aligned.
-    kwargs = dict(overlap=30, whole_image_side=48)
-    small_tiles = translate_full_resolution(img, gen, tile=20, **kwargs)
-    large_tiles = translate_full_resolution(img, gen, tile=40, **kwargs)
+    kwargs = dict(whole_image_side=48)
+    small, large = (replace(TRANSLATION_TILING, tile=tile, overlap=30) for tile in (20, 40))
+    small_tiles = translate_full_resolution(img, gen, tiling=small, **kwargs)
+    large_tiles = translate_full_resolution(img, gen, tiling=large, **kwargs)
     assert small_tiles.shape == img.shape
     # One set of statistics: the generator is a fixed convolutional network, so tilings agree
     # once the overlap covers its receptive field (~30 px here).
     assert max_diff(small_tiles, large_tiles) <= 1
     # With per-tile statistics (what naive tiling does) the same two runs disagree badly.
-    monkeypatch.setattr(enhance, "_uses_instance_norm", lambda module: False)
-    per_tile_small = translate_full_resolution(img, gen, tile=20, **kwargs)
-    per_tile_large = translate_full_resolution(img, gen, tile=40, **kwargs)
+    monkeypatch.setattr(translate, "_uses_instance_norm", lambda module: False)
+    per_tile_small = translate_full_resolution(img, gen, tiling=small, **kwargs)
+    per_tile_large = translate_full_resolution(img, gen, tiling=large, **kwargs)
     assert max_diff(per_tile_small, per_tile_large) > 20
 
 
@@ -421,13 +439,15 @@ def test_translate_without_norm_tiles_equal_the_whole_image_and_alpha_passes_thr
     with torch.inference_mode():
         whole = quantise((gen(to_tensor(img) * 2 - 1) + 1) / 2)
     assert whole.std() > 20
-    out = translate_full_resolution(img, gen, tile=20, overlap=30, whole_image_side=20)
+    tiling = replace(TRANSLATION_TILING, tile=20, overlap=30)
+    out = translate_full_resolution(img, gen, tiling=tiling, whole_image_side=20)
     assert max_diff(out, whole) <= 1
     # The comparison is sensitive: too little overlap for the receptive field shows.
-    assert max_diff(translate_full_resolution(img, gen, tile=20, overlap=14, whole_image_side=20), whole) > 10
+    too_little = replace(TRANSLATION_TILING, tile=20, overlap=14)
+    assert max_diff(translate_full_resolution(img, gen, tiling=too_little, whole_image_side=20), whole) > 10
     rgba = np.concatenate([img, np.zeros((97, 103, 1), np.uint8)], axis=-1)
     rgba[10:20, :, 3], rgba[20:, :, 3] = 128, 255
-    out = translate_full_resolution(rgba, gen, tile=20, overlap=30, whole_image_side=20)
+    out = translate_full_resolution(rgba, gen, tiling=tiling, whole_image_side=20)
     assert out.shape == (97, 103, 4) and np.array_equal(out[..., 3], rgba[..., 3])
 
 

@@ -26,7 +26,7 @@ from sr_lake import build_sr_lake
 from catalog_enhance.data_contracts.enhancements import ENHANCEMENTS
 from catalog_enhance.data_contracts.layout import manifest_key
 from catalog_enhance.tasks.inference.tiling import fit_size
-from catalog_enhance.tasks.enhance.catalog import (
+from catalog_enhance.tasks.enhance import (
     EnhanceParams,
     enhance_catalog,
     enhance_folder,
@@ -292,7 +292,7 @@ def test_the_studio_transform_runs_on_lifestyle_images_only(lake, template):
 
 
 def test_models_are_loaded_once_per_process_not_per_chunk(lake, monkeypatch):
-    from catalog_enhance.tasks.enhance import catalog as core
+    from catalog_enhance.tasks.enhance import loaded as core
 
     loads = []
 

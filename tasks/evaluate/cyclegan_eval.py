@@ -13,8 +13,8 @@ training never sees, `catalog_data.product_pairs`); on the test split's products
   training image size (as training saw them), which tells a model that translates badly from one
   that does not carry over to full resolution (a model trained on 36 px thumbnails, say).
 
-Resolution: inference runs at FULL resolution through `tasks.enhance.translate_full_resolution`
-(one pass up to 512 px a side, tiled beyond: what enhancement runs in production) whenever x and y
+Resolution: inference runs at FULL resolution through `tasks.inference.translate` (one pass up
+to 512 px a side, tiled beyond: what enhancement runs in production) whenever x and y
 have the same size; a pair whose two shots differ in size is compared at the model's trained image
 size instead (both squared like training images). `resolution` in the result says which was used.
 """
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from catalog_enhance.tasks.inference.tiling import translate_full_resolution
+from catalog_enhance.tasks.inference.translate import translate_full_resolution
 from catalog_enhance.tasks.evaluate.feature_extractor import FeatureExtractor, fid_kid, square_images
 from catalog_enhance.tasks.evaluate.gan_eval import data_options
 from catalog_enhance.tasks.imaging.metrics import psnr_y, ssim_y

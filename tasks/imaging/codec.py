@@ -5,6 +5,9 @@ handle safely with an `ImageRejected(reason, detail)`, `reason` being one of the
 reasons of the data contracts. The normal form is: EXIF orientation applied, colours in sRGB,
 mode RGB, or RGBA only when some pixel is not fully opaque, stored as a deterministic PNG (no
 metadata, no timestamps: the same source bytes always give the same PNG bytes and sha256).
+
+`encode_png` is the way back out: a uint8 RGB(A) array (an enhanced image, a report cell) to
+deterministic PNG bytes.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from catalog_enhance.data_contracts.contracts import QUARANTINE_REASONS
 
@@ -264,3 +267,38 @@ def load_rgb(png: bytes, background: int = 255) -> np.ndarray:
     alpha = pixels[..., 3:].astype(np.float32) / 255.0
     out = pixels[..., :3].astype(np.float32) * alpha + float(background) * (1.0 - alpha)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+# -- encoding -----------------------------------------------------------------------------------
+
+_SRGB_PERCEPTUAL = b"\x00"  # PNG sRGB chunk payload: rendering intent 0 (perceptual)
+
+
+def encode_png(array: np.ndarray, icc_profile: bytes | None = None, *, compress_level: int = 6,
+               strategy: int | None = None) -> bytes:
+    """Encode a uint8 (H, W, 3|4) RGB(A) array as PNG bytes, deterministically.
+
+    ``compress_level`` and ``strategy`` (a zlib strategy such as ``zlib.Z_RLE``; default zlib's
+    own) trade encoding time for size; the pixels are the same either way.
+
+    With ``icc_profile`` (e.g. the source image's ``info["icc_profile"]``) it is embedded as an
+    iCCP chunk, so the output keeps the input's colour profile; without one the image is marked
+    sRGB with an ``sRGB`` chunk (what the normalised catalog images are). No time stamp or text
+    chunks are written, so equal pixels and profile give byte-identical files.
+    """
+    array = np.asarray(array)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise ValueError(f"expected a uint8 (H, W, 3|4) array, got {array.dtype} {array.shape}")
+    image = Image.fromarray(array)  # uint8 (H, W, 3|4) -> RGB | RGBA
+    options: dict = {"format": "PNG", "compress_level": compress_level, "optimize": False}
+    if strategy is not None:
+        options["compress_type"] = strategy
+    if icc_profile:
+        options["icc_profile"] = icc_profile
+    else:
+        info = PngImagePlugin.PngInfo()
+        info.add(b"sRGB", _SRGB_PERCEPTUAL)
+        options["pnginfo"] = info
+    buffer = io.BytesIO()
+    image.save(buffer, **options)
+    return buffer.getvalue()

@@ -18,7 +18,7 @@ import numpy as np
 from skimage import exposure, filters, restoration
 from torch import nn
 
-from catalog_enhance.tasks.inference.tiling import super_resolve
+from catalog_enhance.tasks.inference.tiling import Tiling, super_resolve
 from catalog_enhance.tasks.imaging.metrics import quantize
 from catalog_enhance.tasks.imaging.resize import imresize, rgb_to_ycbcr, ycbcr_to_rgb
 
@@ -115,19 +115,18 @@ def model_enhancer(
     scale: int,
     channels: int,
     *,
-    tile: int = 256,
-    overlap: int = 16,
-    batch_tiles: int = 8,
+    tiling: Tiling = Tiling(),
 ) -> Enhancer:
     """Wrap an SR network as an `Enhancer` that runs exactly the production inference path.
 
-    The call goes through `tasks.enhance.super_resolve` (tiled, so a large photo never has to fit
-    through the network at once; `torch.inference_mode`): `module.upsamples_inside` (ESPCN) -> the
-    net gets the LR image, otherwise (SRCNN) its MATLAB-bicubic upscale; `channels=1` -> the net
-    sees MATLAB BT.601 Y and Cb/Cr are bicubic-upscaled and recombined with the exact inverse
-    (`ycbcr_to_rgb`); `channels=3` -> RGB in and out. The LR input is taken as an 8-bit image (as
-    stored pairs and photos are) and the result is the 8-bit output as float in [0, 1]. The module
-    is put in eval mode here and only read afterwards, so one wrapper may serve concurrent calls.
+    The call goes through `tasks.inference.tiling.super_resolve` (tiled by ``tiling``, so a large
+    photo never has to fit through the network at once; `torch.inference_mode`):
+    `module.upsamples_inside` (ESPCN) -> the net gets the LR image, otherwise (SRCNN) its
+    MATLAB-bicubic upscale; `channels=1` -> the net sees MATLAB BT.601 Y and Cb/Cr are
+    bicubic-upscaled and recombined with the exact inverse (`ycbcr_to_rgb`); `channels=3` -> RGB
+    in and out. The LR input is taken as an 8-bit image (as stored pairs and photos are) and the
+    result is the 8-bit output as float in [0, 1]. The module is put in eval mode here and only
+    read afterwards, so one wrapper may serve concurrent calls.
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (luma) or 3 (RGB), got {channels}")
@@ -137,10 +136,7 @@ def model_enhancer(
         lr = _check_lr(lr, call_scale)
         if call_scale != scale:
             raise ValueError(f"this model was trained for x{scale}, asked for x{call_scale}")
-        out = super_resolve(
-            quantize(lr), module, scale=scale, channels=channels,
-            tile=tile, overlap=overlap, batch_tiles=batch_tiles,
-        )
+        out = super_resolve(quantize(lr), module, scale=scale, channels=channels, tiling=tiling)
         return out.astype(np.float64) / 255.0
 
     return enhance

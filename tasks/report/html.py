@@ -31,7 +31,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from catalog_enhance.data_contracts.layout import report_key
-from catalog_enhance.tasks.inference.tiling import encode_png
+from catalog_enhance.tasks.imaging.codec import encode_png
 from catalog_enhance.tasks.report.plots import figure_png
 
 REPORT_FILENAME = "report.html"
