@@ -22,7 +22,7 @@ class attribute, a property or an annotation in its body (`scale: int`); a built
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -59,6 +59,17 @@ class FeatureClassifier(Protocol):
     num_features: int
 
     def features(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+# The one default of each SR attribute, for a bare module handed to the tiled inference directly
+# (registered models must declare every attribute): an unmarked network maps LR to HR itself, at
+# whatever scale it is called with, on whatever channels it is given.
+SR_NETWORK_DEFAULTS: dict[str, object] = {"upsamples_inside": True, "scale": None, "channels": None}
+
+
+def sr_attribute(module: nn.Module, name: str) -> Any:
+    """`module`'s SRNetwork attribute `name`, or its one default (`SR_NETWORK_DEFAULTS`)."""
+    return getattr(module, name, SR_NETWORK_DEFAULTS[name])
 
 
 KIND_PROTOCOLS: dict[str, type] = {

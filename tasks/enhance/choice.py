@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from catalog_enhance.tasks.enhance.params import EnhanceParams
 from catalog_enhance.tasks.inference.trained import find_version
+from catalog_enhance.tasks.kinds import kind_for_role
 from catalog_enhance.tasks.lake.champions import current_champion
 from catalog_enhance.tasks.lake.model_registry import list_versions
 from catalog_enhance.tasks.lake.storage import Lake
@@ -71,7 +72,7 @@ def choose_model(lake: Lake, kind: str, requested: str | None = None, *, scale: 
     champion, else the registered version with the best validation metric (SR: the PSNR gain
     over bicubic, higher is better; other kinds: the newest).
 
-    `scale` (SR only): the champion and the fallback must be models of that factor, so that
+    `scale` (upscaling models): the champion and the fallback must be models of that factor, so that
     registering a x3 or x4 version never makes a x2 night pick it (a requested version is taken
     as asked and checked later, by `check_models`).
     """
@@ -82,7 +83,7 @@ def choose_model(lake: Lake, kind: str, requested: str | None = None, *, scale: 
         return ChosenModel(ModelRef.from_row(row), "requested", f"{row['version']} was asked for")
 
     def fits(row: dict) -> bool:
-        return scale is None or kind != "sr" or _row_scale(row) == scale
+        return scale is None or _row_scale(row) == scale
 
     champion = current_champion(lake, kind)
     if champion is not None:
@@ -92,9 +93,9 @@ def choose_model(lake: Lake, kind: str, requested: str | None = None, *, scale: 
                                f"champion since {champion.promoted_at:%Y-%m-%d %H:%M} UTC: {champion.reason}")
     rows = [r for r in list_versions(lake) if r["kind"] == kind and r["status"] != "retired" and fits(r)]
     if not rows:
-        wanted = f"x{scale} {kind}" if scale is not None and kind == "sr" else kind
+        wanted = f"x{scale} {kind}" if scale is not None else kind
         raise LookupError(f"no registered {wanted} model in the lake: train one first (catalog-enhance train)")
-    if kind == "sr":
+    if scale is not None:  # an upscaling model: the best validation metric of that scale
         def rank(item):
             index, row = item
             metric = row["val_metric"]
@@ -113,5 +114,7 @@ def choose_model(lake: Lake, kind: str, requested: str | None = None, *, scale: 
 
 def choose_models(lake: Lake, params: EnhanceParams, *, model: str | None = None,
                   style_model: str | None = None) -> ModelChoice:
-    style = choose_model(lake, "cyclegan", style_model) if params.style_transform else None
-    return ModelChoice(sr=choose_model(lake, "sr", model, scale=params.scale), style=style)
+    """The models of the enhancement roles (`tasks.kinds`): the upscaling kind's, at the asked scale,
+    and the style kind's when the studio transform is asked for."""
+    style = choose_model(lake, kind_for_role("style").name, style_model) if params.style_transform else None
+    return ModelChoice(sr=choose_model(lake, kind_for_role("upscale").name, model, scale=params.scale), style=style)

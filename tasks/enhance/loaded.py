@@ -13,6 +13,7 @@ from catalog_enhance.tasks.catalog.labels import parse_filters
 from catalog_enhance.tasks.enhance.choice import ModelChoice, ModelRef, choose_models
 from catalog_enhance.tasks.enhance.params import EnhanceParams, inference_runtime
 from catalog_enhance.tasks.inference.trained import TrainedModel, load_trained
+from catalog_enhance.tasks.kinds import kind_for_role
 from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.runtime import Runtime, select_runtime
 
@@ -77,16 +78,17 @@ def load_models(lake: Lake, choice: ModelChoice, runtime: Runtime) -> Enhancemen
 
 def check_models(models: EnhancementModels, params: EnhanceParams) -> None:
     """Refuse, before any image is read, a model that cannot do what the parameters ask."""
-    if models.sr.kind != "sr":
-        raise ValueError(f"{models.sr.version} is a {models.sr.kind} model, not a super-resolution model")
+    upscale, style = kind_for_role("upscale").name, kind_for_role("style").name
+    if models.sr.kind != upscale:
+        raise ValueError(f"{models.sr.version} is a {models.sr.kind} model, not a super-resolution ({upscale}) model")
     if params.scale is not None and params.scale != models.scale:
         raise ValueError(
             f"{models.sr.version} is a x{models.scale} model but scale={params.scale} was asked for: use "
             f"scale={models.scale}, a target long side, or a x{params.scale} model (model=<name or version>)"
         )
     if params.style_transform:
-        if models.style is None or models.style.kind != "cyclegan":
-            raise ValueError("the studio transform needs a CycleGAN model")
+        if models.style is None or models.style.kind != style:
+            raise ValueError(f"the studio transform needs a {style} model")
         parse_filters(models.style_domain)  # a malformed domain fails here, not per image
 
 

@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from catalog_enhance.models.protocols import sr_attribute
 from catalog_enhance.tasks.inference.pixels import ImageLike, _finish, _prepare, _Prepared
 from catalog_enhance.tasks.inference.tile_engine import TileError, Tiling, _Runner, _tiled
 from catalog_enhance.tasks.runtime import Runtime
@@ -61,13 +62,13 @@ def _check_call(model: nn.Module, scale: int, channels: int, tiling: Tiling):
         )
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (Y-channel model) or 3 (RGB model), got {channels}")
-    model_channels = getattr(model, "channels", channels)
-    if model_channels != channels:
+    model_channels = sr_attribute(model, "channels")
+    if model_channels is not None and model_channels != channels:
         raise ValueError(f"model works on {model_channels} channel(s) but channels={channels} was given")
     if not isinstance(scale, int) or scale < 1:
         raise ValueError(f"scale must be an integer >= 1, got {scale!r}")
-    model_scale = getattr(model, "scale", scale)
-    if getattr(model, "upsamples_inside", True) and model_scale != scale:
+    model_scale = sr_attribute(model, "scale")
+    if sr_attribute(model, "upsamples_inside") and model_scale is not None and model_scale != scale:
         raise ValueError(f"model upscales x{model_scale} but scale={scale} was given")
     if tiling.tile < 1 or tiling.overlap < 0 or tiling.batch_tiles < 1:
         raise ValueError(f"need tile >= 1, overlap >= 0, batch_tiles >= 1; "
@@ -88,7 +89,7 @@ def _runner(model, scale, runtime: Runtime | None) -> _Runner:
     return _Runner(
         model=model,
         scale=scale,
-        upsample_first=not getattr(model, "upsamples_inside", True) and scale > 1,
+        upsample_first=not sr_attribute(model, "upsamples_inside") and scale > 1,
         device=device,
         amp_dtype=amp_dtype,
         channels_last=channels_last,
