@@ -30,8 +30,10 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "the browser tests need Chromium: sudo apt-get install -y chromium"; exit 1; fi; }
 
+# The type check runs first (config: pyproject.toml [tool.mypy]); any error fails the target.
 # pytest exits 5 when it collected no tests; that must fail, never pass as green.
 test: $(STAMP) browser
+	$(BIN)/python -m mypy
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -49,8 +50,9 @@ class Contract:
     # Columns that must hold a non-empty value in every row.
     required: tuple[str, ...] = ()
     allowed: Mapping[str, frozenset] = field(default_factory=dict)
-    # Per-row checks: column -> (predicate on the python value, reason when it fails).
-    checks: Mapping[str, tuple[Callable[[object], bool], str]] = field(default_factory=dict)
+    # Per-row checks: column -> (predicate on the python value, reason when it fails). The value
+    # is never None and has the python type of the column's schema type (hence `Any`).
+    checks: Mapping[str, tuple[Callable[[Any], bool], str]] = field(default_factory=dict)
     allow_label_columns: bool = True
 
     @property

@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from PIL import Image
@@ -392,7 +393,9 @@ def skimage_objects() -> list[SampleObject]:
             SampleObject(
                 product_id=product_id, category=category, subcategory=subcategory,
                 source_name=SKIMAGE_PHOTOS[photo][0], license=SKIMAGE_PHOTOS[photo][1],
-                load=lambda photo=photo, box=box: _ellipse_cutout(skimage_photo(photo), box),
+                # A cast: mypy cannot infer a lambda with defaults (they bind the loop variables).
+                load=cast("Callable[[], Image.Image]",
+                          lambda photo=photo, box=box: _ellipse_cutout(skimage_photo(photo), box)),
             )
         )
     for index in range(len(_coin_boxes())):
@@ -400,7 +403,7 @@ def skimage_objects() -> list[SampleObject]:
             SampleObject(
                 product_id=f"coin-{index:02d}", category="money", subcategory="coins",
                 source_name=SKIMAGE_PHOTOS["coins"][0], license=SKIMAGE_PHOTOS["coins"][1],
-                load=lambda index=index: _coin_cutout(index),
+                load=cast("Callable[[], Image.Image]", lambda index=index: _coin_cutout(index)),
             )
         )
     return objects
@@ -490,7 +493,8 @@ def fashion_mnist_objects(dataset_dir: Path) -> list[SampleObject]:
                 SampleObject(
                     product_id=f"fmnist-{split}-{index:05d}", category=category, subcategory=subcategory,
                     source_name=f"{images_file.name}#{index}", license=FASHION_MNIST_LICENSE,
-                    load=lambda images=images, index=index: Image.fromarray(images[index], "L"),
+                    load=cast("Callable[[], Image.Image]",
+                              lambda images=images, index=index: Image.fromarray(images[index], "L")),
                 )
             )
     return objects

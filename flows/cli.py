@@ -231,7 +231,9 @@ def enhance(
         from catalog_enhance.flows.enhance import enhance as enhance_flow
         from catalog_enhance.flows.runners import task_runner_for
 
-        summary = enhance_flow.with_options(task_runner=task_runner_for(settings, max_workers=2))(
+        # The ignore: Prefect's stubs make TaskRunner invariant in its future type, so no concrete
+        # runner matches `with_options`' TaskRunner[PrefectFuture[Any]]; any runner is valid at runtime.
+        summary = enhance_flow.with_options(task_runner=task_runner_for(settings, max_workers=2))(  # type: ignore[arg-type]
             feed=feed, lake_url=settings.lake_url, scale=scale, target_long_side=target_long_side,
             style_transform=style_transform, model=model, device=device,
         )

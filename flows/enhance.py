@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import cast
 
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import (
@@ -145,10 +146,11 @@ def enhance(
     logger.info("%d current catalog image(s); %d to enhance (%s) in %d chunk(s)",
                 prepared.images_considered, total_images, params.describe(), len(chunks))
 
-    progress = create_progress_artifact(
+    # Called from sync code, so the id itself (never the coroutine of an async caller).
+    progress = cast(uuid.UUID, create_progress_artifact(
         0.0 if chunks else 100.0, key="enhance-progress",
         description=f"{total_images} image(s) to enhance with {prepared.choice.sr.ref.version}",
-    )
+    ))
     results: list[ChunkResult] = []
     failures: list[str] = []
     started = time.perf_counter()

@@ -39,7 +39,9 @@ def ingest_batch_task(items: list[WorkItem], settings: Settings, feed_dir: str, 
 
 
 # Batches run two at a time; each already runs `io_concurrency` threads of I/O.
-@flow(name="ingest-catalog", task_runner=ThreadPoolTaskRunner(max_workers=2))
+# The ignore: Prefect's stubs make TaskRunner invariant in its future type, so no concrete runner
+# matches the decorator's TaskRunner[PrefectFuture[Any]]; any runner is valid at runtime.
+@flow(name="ingest-catalog", task_runner=ThreadPoolTaskRunner(max_workers=2))  # type: ignore[arg-type]
 def ingest_catalog(feed: str, lake_url: str | None = None, batch_size: int | None = None) -> IngestSummary:
     """Ingest a catalog feed (CSV, Parquet or JSON Lines) into the lake, incrementally."""
     logger = get_run_logger()

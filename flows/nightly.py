@@ -46,7 +46,7 @@ class NightlySummary:
             ("pairs", self.pairs.counts()),
             ("training", {r["name"]: f"{r['version']} ({r['train_seconds']:.0f} s)" for r in self.training}
              or {"models trained": 0}),
-            *([("champions", self._champions())] if self.evaluation else []),
+            *([("champions", self._champions(self.evaluation))] if self.evaluation else []),
             *([("enhancement", self.enhancement.counts())] if self.enhancement else []),
             ("stage seconds", {k: round(v, 1) for k, v in self.seconds.items()}),
         ]
@@ -64,14 +64,15 @@ class NightlySummary:
             "pairs: nothing new: every current image already has its pairs",
             f"training: {len(self.training)} model(s) trained" if self.training else
             "training: nothing to train: every model has a registered version (use --retrain to retrain)",
-            *([self._evaluation_verdict()] if self.evaluation else []),
+            *([self._evaluation_verdict(self.evaluation)] if self.evaluation else []),
             *([self.enhancement.verdict()] if self.enhancement else []),
         ]
 
-    def _champions(self) -> dict[str, str]:
+    @staticmethod
+    def _champions(evaluation: EvaluationSummary) -> dict[str, str]:
         return {
             kind: f"{c.model_name} {c.version} ({c.value:.4g})" if c is not None else "none yet"
-            for kind, c in self.evaluation.champions.items()
+            for kind, c in evaluation.champions.items()
         }
 
     def quarantined(self) -> list[dict]:
@@ -81,8 +82,8 @@ class NightlySummary:
             records += [dict(r, stage="enhance") for r in self.enhancement.quarantine]
         return records
 
-    def _evaluation_verdict(self) -> str:
-        ev = self.evaluation
+    @staticmethod
+    def _evaluation_verdict(ev: EvaluationSummary) -> str:
         if ev.deferred and not ev.results:
             return f"evaluation: {len(ev.deferred)} version(s) deferred: {'; '.join(ev.deferred)}"
         if ev.nothing_new:
@@ -152,7 +153,9 @@ def nightly(
 
     started = time.perf_counter()
     # No feed: ingestion already ran above. Scale-out follows CE_DASK_ADDRESS when it is set.
-    enhancement = enhance_catalog.with_options(task_runner=task_runner_for(settings, max_workers=2))(
+    # The ignore: Prefect's stubs make TaskRunner invariant in its future type, so no concrete runner
+    # matches `with_options`' TaskRunner[PrefectFuture[Any]]; any runner is valid at runtime.
+    enhancement = enhance_catalog.with_options(task_runner=task_runner_for(settings, max_workers=2))(  # type: ignore[arg-type]
         lake_url=settings.lake_url, scale=enhance_scale, target_long_side=target_long_side,
         style_transform=style_transform,
     )

@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping
 
 import pandas as pd
+from rich.console import JustifyMethod
 from rich.table import Table
 
 from catalog_enhance.tasks.enhance.run import EnhanceSummary
@@ -67,9 +68,11 @@ def evaluation_markdown(summary: EvaluationSummary) -> str:
 def sr_summary_table(summary: pd.DataFrame, title: str = "Super-resolution (Y channel, border = scale)") -> Table:
     """A rich table of `sr_eval.summarize` output; gains that are not positive are shown in red."""
     table = Table(title=title)
-    for name, justify in (("scale", "right"), ("scope", "left"), ("enhancer", "left"), ("images", "right"),
-                          ("PSNR-Y dB", "right"), ("SSIM-Y", "right"), ("gain dB", "right"),
-                          ("SSIM gain", "right"), ("worse than bicubic", "right")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("scale", "right"), ("scope", "left"), ("enhancer", "left"), ("images", "right"),
+        ("PSNR-Y dB", "right"), ("SSIM-Y", "right"), ("gain dB", "right"),
+        ("SSIM gain", "right"), ("worse than bicubic", "right"))
+    for name, justify in columns:
         table.add_column(name, justify=justify)
     for row in summary.itertuples(index=False):
         gain = "" if pd.isna(row.psnr_gain) else f"{row.psnr_gain:+.3f}"

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import re
+from typing import cast
+from uuid import UUID
 
 import pandas as pd
 
@@ -56,7 +58,7 @@ def curve_table(curve: LossCurve, max_rows: int = CURVE_TABLE_ROWS) -> list[dict
         sums.setdefault(step // bucket, {}).setdefault(name, []).append(value)
     rows = []
     for index in sorted(sums):
-        row = {"step": min((index + 1) * bucket, last)}
+        row: dict[str, float] = {"step": min((index + 1) * bucket, last)}
         row.update({name: round(sum(v) / len(v), 6) for name, v in sorted(sums[index].items())})
         rows.append(row)
     return rows
@@ -102,8 +104,9 @@ def train_model_task(
     runtime = select_runtime(device)
     logger.info("training %s (%s preset, %d steps, run %s) on %s",
                 model, preset, config.steps, config.config_hash(), runtime.describe())
-    progress = create_progress_artifact(0.0, key=artifact_key("train", model, "progress"),
-                                        description=f"training {model}")
+    # Called from sync code, so the id itself (never the coroutine of an async caller).
+    progress = cast(UUID, create_progress_artifact(0.0, key=artifact_key("train", model, "progress"),
+                                                   description=f"training {model}"))
 
     def on_log(event: LogEvent) -> None:
         losses = " ".join(f"{k}={v:.5g}" for k, v in sorted(event.losses.items()))

@@ -13,6 +13,7 @@ at 8x so 128 px does not double the parameter count again).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,8 +40,9 @@ def dcgan_init_(module: nn.Module) -> None:
     """DCGAN init: conv weights N(0, 0.02); BatchNorm scale N(1, 0.02), shift 0. Apply with ``.apply``."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
         nn.init.normal_(module.weight, 0.0, 0.02)
-        if getattr(module, "bias", None) is not None:
-            nn.init.zeros_(module.bias)
+        bias = getattr(module, "bias", None)  # nn.Embedding has none, a layer built with bias=False None
+        if bias is not None:
+            nn.init.zeros_(bias)
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
@@ -118,7 +120,7 @@ class DCGAN(nn.Module):
 # Training presets. tiny: seconds, for tests (a 5x LR so that 150 steps visibly move the generator).
 # cpu: `make demo` on 2 cores, 2-3 minutes (32 px, base 32, 2000 steps of 64). gpu: DCGAN paper
 # scale (64 px, base 64, batch 128). Trained on the studio shots (`data.filters`).
-PRESETS = {
+PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"steps": 150, "batch_size": 16, "lr": 1e-3, "checkpoint_every": 50, "log_every": 25,
              "model_kwargs": {"z_dim": 16, "base": 16},
              "data": {"image_size": 32, "filters": "style=studio", "sample_count": 16}},

@@ -28,6 +28,7 @@ more), which is what makes this the model to run catalog-wide on CPU.
 from __future__ import annotations
 
 import numbers
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -74,7 +75,9 @@ class ESPCN(nn.Module):
         zero_init_last: bool = True,
     ) -> None:
         super().__init__()
-        if not isinstance(scale, numbers.Integral) or scale < 2:
+        # Any integral number is accepted (a numpy integer from a config), so the check is on the
+        # value as an object: mypy deems `int` and `numbers.Integral` disjoint and would skip the rest.
+        if not isinstance(cast(object, scale), numbers.Integral) or scale < 2:
             raise ValueError(f"ESPCN scale must be an integer >= 2, got {scale!r}")
         if activation not in ESPCN_ACTIVATIONS:
             raise ValueError(f"ESPCN activation must be one of {ESPCN_ACTIVATIONS}, got {activation!r}")
@@ -98,15 +101,19 @@ class ESPCN(nn.Module):
 
     def _init_weights(self, activation: str, zero_init_last: bool) -> None:
         # He-normal with the activation's gain (PReLU starts at slope 0.25).
-        gain_args = {"prelu": ("leaky_relu", 0.25), "relu": ("relu", 0.0), "tanh": ("tanh", 0.0)}[activation]
+        gains: dict[str, tuple[Literal["leaky_relu", "relu", "tanh"], float]] = {
+            "prelu": ("leaky_relu", 0.25), "relu": ("relu", 0.0), "tanh": ("tanh", 0.0)}
+        gain_args = gains[activation]
         for m in self.body:
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, a=gain_args[1], mode="fan_in", nonlinearity=gain_args[0])
+                assert m.bias is not None  # same_conv makes every convolution with a bias
                 nn.init.zeros_(m.bias)
         if zero_init_last:
             nn.init.zeros_(self.to_subpixels.weight)
         else:
             nn.init.normal_(self.to_subpixels.weight, 0.0, 1e-3)
+        assert self.to_subpixels.bias is not None
         nn.init.zeros_(self.to_subpixels.bias)
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:

@@ -89,8 +89,10 @@ class SRCNN(nn.Module):
                 nn.init.normal_(conv.weight, 0.0, 1e-3)
             else:
                 nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
+            assert conv.bias is not None  # same_conv makes every convolution with a bias
             nn.init.zeros_(conv.bias)
         nn.init.normal_(self.reconstruction.weight, 0.0, 1e-3)
+        assert self.reconstruction.bias is not None
         nn.init.zeros_(self.reconstruction.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

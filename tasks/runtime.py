@@ -91,7 +91,9 @@ def to_device(tensor_or_module, runtime: Runtime):
     """Move a tensor or module to the runtime's device, channels_last for 4-D data on CUDA."""
     if isinstance(tensor_or_module, nn.Module):
         if runtime.channels_last:
-            return tensor_or_module.to(runtime.device, memory_format=torch.channels_last)
+            # torch's stub has no (device, memory_format=...) overload for Module.to; the call is
+            # valid (Module.to parses the same arguments as Tensor.to).
+            return tensor_or_module.to(runtime.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         return tensor_or_module.to(runtime.device)
     tensor = tensor_or_module
     non_blocking = runtime.device.type == "cuda"

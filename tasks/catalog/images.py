@@ -22,6 +22,7 @@ import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import pyarrow as pa
@@ -60,7 +61,7 @@ def border_colour(image: Image.Image) -> tuple[int, int, int]:
     """Median colour of the outermost pixel ring: the background a pad should continue."""
     pixels = np.asarray(image)
     ring = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    return tuple(int(v) for v in np.median(ring, axis=0))
+    return cast("tuple[int, int, int]", tuple(int(v) for v in np.median(ring, axis=0)))  # one per RGB channel
 
 
 def to_model_range(images: torch.Tensor) -> torch.Tensor:

@@ -146,6 +146,7 @@ def enhance_jobs(lake: Lake, jobs: Sequence[EnhanceJob], models: EnhancementMode
     for job, kind, data in _prefetched(lake, jobs, io_workers):
         now = datetime.now(timezone.utc)
         if kind == "output":
+            assert data is not None  # `_fetch` gives ("output", bytes)
             with Image.open(io.BytesIO(data)) as existing:
                 width, height, mode = existing.width, existing.height, existing.mode
             result.rows += _manifest_rows(job, refs, hashlib.sha256(data).hexdigest(), width, height, mode,
@@ -153,7 +154,7 @@ def enhance_jobs(lake: Lake, jobs: Sequence[EnhanceJob], models: EnhancementMode
             result.resumed += 1
             continue
         try:
-            if kind == "missing":
+            if kind == "missing" or data is None:  # `_fetch` gives ("missing", None)
                 raise EnhancementFailed("missing input: the normalised image is not in the lake")
             pixels = _decode_input(data, job)
             enhanced = enhance_to_png(pixels, models, params.for_image(job.style_transform), runtime,

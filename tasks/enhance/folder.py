@@ -155,12 +155,14 @@ def enhance_folder(input: str, output_dir: Path, models: EnhancementModels, para
     output_dir.mkdir(parents=True, exist_ok=True)
     items = []
     for item, name in zip(inputs, _output_names(inputs)):
-        record = {"input": item.name, "output": "", "status": "failed", "reason": "", "detail": "",
-                  "input_width": None, "input_height": None, "width": None, "height": None, "mode": "",
-                  "style_transform": item.style, "seconds": None}
+        record: dict[str, object] = {
+            "input": item.name, "output": "", "status": "failed", "reason": "", "detail": "",
+            "input_width": None, "input_height": None, "width": None, "height": None, "mode": "",
+            "style_transform": item.style, "seconds": None}
         try:
             if item.problem is not None:
                 raise item.problem
+            assert item.source is not None  # an input has a source or a problem
             data = sources.fetch(item.source, settings)
             normal = decode_untrusted(data, max_pixels=settings.max_image_pixels, name=item.name)
             pixels = load_image(normal.png)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
+from catalog_enhance.models.protocols import Translator
 from catalog_enhance.tasks.catalog.labels import parse_filters
 from catalog_enhance.tasks.enhance.choice import ModelChoice, ModelRef, choose_models
 from catalog_enhance.tasks.enhance.params import EnhanceParams, inference_runtime
@@ -38,7 +40,7 @@ class EnhancementModels:
         """The CycleGAN's X -> Y generator (lifestyle -> studio by default)."""
         if self.style is None:
             raise ValueError("no style model loaded")
-        return self.style.module.G_XY
+        return cast(Translator, self.style.module).G_XY  # the style kind's protocol
 
     @property
     def style_domain(self) -> str | list[str] | None:

@@ -63,7 +63,8 @@ def plan_enhancement(catalog_current: pa.Table, manifest: pa.Table, champion: Mo
     for row in sorted(catalog_current.to_pylist(), key=lambda r: r["sku"]):
         styled = row["sku"] in in_domain
         image_params = params.for_image(styled)
-        style_version = style.version if styled else None
+        # `styled` only with a style model (checked above); `style is not None` says so to mypy.
+        style_version = style.version if styled and style is not None else None
         params_hash = image_params.params_hash(style_version)
         identities[params_hash] = (image_params.params_json(style_version), styled)
         if (champion.version, params_hash, row["image_sha256"], row["sku"]) in done:

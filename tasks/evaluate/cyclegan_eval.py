@@ -24,10 +24,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import pyarrow as pa
 
+from catalog_enhance.models.protocols import Translator
 from catalog_enhance.tasks.inference.translate import translate_full_resolution
 from catalog_enhance.tasks.evaluate.feature_extractor import FeatureExtractor, fid_kid, square_images
 from catalog_enhance.tasks.evaluate.gan_eval import data_options
@@ -108,7 +110,7 @@ def translate_pairs(lake: Lake, trained: TrainedModel, x_rows: pa.Table, y_rows:
                     limit: int | None = None) -> list[TranslatedPair]:
     """G_XY and the cycle for the first lifestyle shot of every product with a studio shot (the
     first `limit` products only, if given)."""
-    model = trained.module
+    model = cast(Translator, trained.module)  # a CycleGAN: its kind's protocol
     size = int(trained.metadata["image_size"])
     fit = data_options(trained).fit
     xs, ys = x_rows.to_pylist(), y_rows.to_pylist()

@@ -27,6 +27,7 @@ import json
 import logging
 import warnings
 from dataclasses import asdict, dataclass, field
+from typing import cast
 
 import numpy as np
 import pyarrow as pa
@@ -39,6 +40,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from catalog_enhance.data_contracts.layout import feature_extractor_key
 from catalog_enhance.models import get_model
+from catalog_enhance.models.protocols import FeatureClassifier
 from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.lake.manifests import table_fingerprint
 from catalog_enhance.tasks.catalog.images import load_catalog_images, prepare_image
@@ -122,11 +124,11 @@ class ClassifierFeatures(nn.Module):
         super().__init__()
         self.classifier = classifier
         self.image_size = image_size
-        self.num_features = int(classifier.num_features)
+        self.num_features = int(cast(FeatureClassifier, classifier).num_features)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return self.classifier.features(_resized(images, self.image_size)).double()
+            return cast(FeatureClassifier, self.classifier).features(_resized(images, self.image_size)).double()
 
 
 def _resized(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -21,6 +21,7 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import pyarrow as pa
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 
 from catalog_enhance.models import get_model
+from catalog_enhance.models.protocols import GANPair
 from catalog_enhance.tasks.evaluate.feature_extractor import FeatureExtractor, fid_kid
 from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.lake.manifests import table_fingerprint
@@ -77,8 +79,9 @@ def _device(module: nn.Module) -> torch.device:
 def generate(module: nn.Module, n: int, *, labels: torch.Tensor | None = None, seed: int = EVAL_SEED) -> torch.Tensor:
     """`n` images from `module.generator` (eval mode) with seeded noise: float (n, 3, S, S) in [0, 1],
     on the CPU. `labels` (LongTensor (n, K)) for a conditional generator."""
-    generator = module.generator
-    z = torch.randn(n, module.z_dim, generator=torch.Generator().manual_seed(seed))
+    gan = cast(GANPair, module)  # a GAN or conditional GAN: its kind's protocol
+    generator = gan.generator
+    z = torch.randn(n, gan.z_dim, generator=torch.Generator().manual_seed(seed))
     device = _device(module)
     out = []
     for start in range(0, n, GENERATE_BATCH):

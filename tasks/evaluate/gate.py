@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -91,7 +91,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _append(lake, rows: list[dict]) -> None:
+def _append(lake, rows: Sequence[Mapping]) -> None:
     manifests.append(lake, "evaluations", rows)  # validated before anything is written
 
 

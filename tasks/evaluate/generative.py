@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from catalog_enhance.tasks.evaluate.feature_extractor import ClassifierSettings, FeatureExtractor, feature_extractor
 from catalog_enhance.tasks.evaluate.gan_eval import data_options
@@ -17,9 +18,25 @@ from catalog_enhance.tasks.lake.storage import Lake
 
 log = logging.getLogger(__name__)
 
+
+class GenerativeEvaluation(Protocol):
+    """The evaluation a `Measure` returns (what this module reads of it)."""
+
+    @property
+    def dataset_hash(self) -> str: ...
+
+    @property
+    def primary(self) -> float: ...
+
+    @property
+    def primary_baseline(self) -> float: ...
+
+    def rows(self) -> list[dict]: ...
+
+
 # What a generative kind measures: (lake, trained version, extractor) -> an evaluation with
 # `rows()`, `primary`, `primary_baseline` and `dataset_hash` (GANEvaluation, CycleGANEvaluation).
-Measure = Callable[[Lake, TrainedModel, FeatureExtractor], object]
+Measure = Callable[[Lake, TrainedModel, FeatureExtractor], GenerativeEvaluation]
 # Which feature extractor image size a version is measured at.
 ExtractorSize = Callable[[TrainedModel, ClassifierSettings], int]
 

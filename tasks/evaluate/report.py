@@ -9,6 +9,7 @@ of the report is still written.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -54,7 +55,7 @@ def _gain(value, baseline, higher_is_better) -> float | None:
 
 def champion_table(evals: pd.DataFrame) -> list[dict]:
     """One row per model kind: its champion's promotion decision (latest promoted decision row)."""
-    rows = []
+    rows: list[dict] = []
     decisions = evals[(evals["record"] == "decision")] if len(evals) else evals
     for plugin in list_kinds():
         kind, primary = plugin.name, plugin.primary_metric
@@ -77,7 +78,7 @@ def champion_table(evals: pd.DataFrame) -> list[dict]:
 
 def metrics_table(evals: pd.DataFrame, versions: set[tuple[str, str]]) -> list[dict]:
     """Every headline figure (overall / per scale) of the given (model, version)s, latest record each."""
-    rows = []
+    rows: list[dict] = []
     if evals.empty:
         return rows
     part = evals[(evals["record"] == "evaluation") & evals["scope"].map(is_headline_scope).astype(bool)]
@@ -165,13 +166,13 @@ def evaluation_report_sections(lake: Lake, summary: EvaluationSummary) -> list[R
     sections.append(TableSection("All metrics: champions and this run's versions", metrics_table(evals, shown),
                                  note="`gain over baseline` is signed so that positive is better."))
     for kind in list_kinds():
-        sections += guarded(f"{kind.name} models", lambda kind=kind: kind.report_sections(lake, evals))
+        sections += guarded(f"{kind.name} models", functools.partial(kind.report_sections, lake, evals))
     sections += guarded("Training curves", lambda: [
         PlotSection("Training curves", plot_training_curves(read_curves(lake).to_pandas()),
                     note="Newest version of each model; faint: every step, solid: moving average.")])
 
     def history() -> list[ReportSection]:
-        out = []
+        out: list[ReportSection] = []
         for kind in list_kinds():
             if evals.empty:
                 break

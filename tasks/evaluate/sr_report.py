@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 
+import numpy as np
 import pandas as pd
 
 from catalog_enhance.tasks.evaluate.report import guarded
@@ -92,7 +93,7 @@ def sr_grid_sections(lake: Lake, n_images: int = 4) -> list[ReportSection]:
     for row in list_versions(lake):
         if row["kind"] == "sr":
             newest.setdefault(sr_scale_of(row), {})[row["name"]] = row
-    sections = []
+    sections: list[ReportSection] = []
     for scale in sorted(newest):
         rows = test_pairs(lake, scale)
         if rows.num_rows == 0:
@@ -107,7 +108,7 @@ def sr_grid_sections(lake: Lake, n_images: int = 4) -> list[ReportSection]:
         shown = ", ".join(f"`{row['version']}`" for _, row in sorted(newest[scale].items()))
         grid, labels = [], []
         for hr, lr, meta in pair_images(lake, rows.take(pick)):
-            outputs = [quantize(lr), quantize(bicubic(lr, scale))]
+            outputs: list[np.ndarray | None] = [quantize(lr), quantize(bicubic(lr, scale))]
             for enhance in models.values():
                 try:
                     outputs.append(quantize(enhance(lr, scale)))

@@ -30,7 +30,8 @@ from catalog_enhance.tasks.evaluate.sr_test import (
     evaluate_sr_scale,
     sr_enhancer,
 )
-from catalog_enhance.tasks.inference.trained import load_trained
+from catalog_enhance.tasks.inference.enhancers import Enhancer
+from catalog_enhance.tasks.inference.trained import TrainedModel, load_trained
 from catalog_enhance.tasks.kinds import KindEvaluation
 from catalog_enhance.tasks.lake.champions import current_champion, read_evaluations
 from catalog_enhance.tasks.lake.storage import Lake
@@ -77,7 +78,8 @@ def evaluate_sr_versions(lake: Lake, rows: Iterable[dict], *, scales: Sequence[i
         need_baselines = not baselines_recorded(lake, scale, data_hash)
         if not versions and not need_baselines:
             continue
-        models, loaded = {}, {}
+        models: dict[str, Enhancer] = {}
+        loaded: dict[str, TrainedModel] = {}
         for row in versions:
             try:
                 loaded[row["version"]] = trained = load_trained(lake, row)
@@ -87,13 +89,13 @@ def evaluate_sr_versions(lake: Lake, rows: Iterable[dict], *, scales: Sequence[i
         champion = current_champion(lake, "sr")
         remeasure_champion = (scale == 2 and models and champion is not None and champion.dataset_hash != data_hash
                               and champion.version not in models)
-        if remeasure_champion:
-            row = registry_row(lake, champion.model_name, champion.version)
+        if remeasure_champion and champion is not None:
+            champion_row = registry_row(lake, champion.model_name, champion.version)
             try:
-                models[champion.version] = sr_enhancer(load_trained(lake, row)) if row else None
+                if champion_row:  # else not re-measured: its recorded value is used
+                    models[champion.version] = sr_enhancer(load_trained(lake, champion_row))
             except Exception as error:  # noqa: BLE001
                 log.warning("cannot load SR champion %s (%s); its recorded value is used", champion.version, error)
-            models = {k: v for k, v in models.items() if v is not None}
         result = evaluate_sr_scale(lake, scale, models, max_images=max_images)
         if result.n_images == 0:
             run.deferred += [f"{r['name']} {r['version']}: no test pairs at x{scale}" for r in versions]
@@ -102,7 +104,7 @@ def evaluate_sr_versions(lake: Lake, rows: Iterable[dict], *, scales: Sequence[i
             record_evaluation(lake, [{**row, "run_id": run_id} for row in result.baseline_rows()])
             run.baselines_recorded.append(scale)
         champion_value = None
-        if remeasure_champion and champion.version in set(result.summary["enhancer"]):
+        if remeasure_champion and champion is not None and champion.version in set(result.summary["enhancer"]):
             champion_value = primary_value(result.rows_for(champion.version, model_name=champion.model_name,
                                                            version=champion.version), "sr")
         for row in versions:

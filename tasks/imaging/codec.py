@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
@@ -92,9 +93,11 @@ def decode_untrusted(data: bytes, *, max_pixels: int, name: str) -> NormalizedIm
     except Exception as exc:
         raise ImageRejected("corrupt", f"{name}: {source_format} cannot be converted: {exc}") from None
 
-    has_alpha = alpha is not None and alpha.getextrema()[0] < 255
+    # `alpha` is one band (L), so its extrema are a single (min, max) pair.
+    has_alpha = alpha is not None and cast("tuple[int, int]", alpha.getextrema())[0] < 255
     # A fresh image carries no info dict, so no EXIF/ICC/text/time chunk reaches the PNG.
     if has_alpha:
+        assert alpha is not None  # has_alpha says so
         normal = Image.merge("RGBA", (*colour.split(), alpha))
     else:
         normal = Image.frombytes("RGB", colour.size, colour.tobytes())
@@ -212,7 +215,8 @@ def _to_srgb(colour: Image.Image, icc: bytes | None) -> tuple[Image.Image, str |
     if not matches or (colour.mode == "RGB" and _is_srgb(description)):
         note = "" if matches else f" (ignored: a {space} profile on {colour.mode} pixels)"
         return colour.convert("RGB"), description + note
-    converted = ImageCms.profileToProfile(colour, profile, _SRGB, outputMode="RGB")
+    # Not in place, so a new image (the stub's `| None` is for inPlace=True).
+    converted = cast(Image.Image, ImageCms.profileToProfile(colour, profile, _SRGB, outputMode="RGB"))
     return converted, description
 
 
@@ -251,8 +255,9 @@ def sharpness(colour: Image.Image, alpha: Image.Image | None = None) -> float:
 # -- reading the normal form back (for later stages) -------------------------------------------
 def load_image(png: bytes) -> np.ndarray:
     """A normalised PNG as an HxWxC uint8 array (C = 3 for RGB, 4 for RGBA)."""
-    with Image.open(io.BytesIO(png), formats=("PNG",)) as image:
-        image.load()
+    with Image.open(io.BytesIO(png), formats=("PNG",)) as opened:
+        opened.load()
+        image: Image.Image = opened
         if image.mode not in {"RGB", "RGBA"}:
             image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
         return np.asarray(image).copy()

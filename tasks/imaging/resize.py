@@ -86,6 +86,7 @@ def _resize_axis(x: Image, axis: int, weights: np.ndarray, indices: np.ndarray) 
     for k in range(idx.shape[1]):
         term = take(k) * w[:, k].reshape(shape)
         out = term if out is None else out + term
+    assert out is not None  # every output pixel has at least one tap
     return out
 
 
@@ -127,7 +128,7 @@ def _upscale_axis_integer(x: torch.Tensor, axis: int, scale: int) -> torch.Tenso
     aux = np.concatenate([np.arange(length), np.arange(length - 1, -1, -1)])
     fold = torch.from_numpy(aux[np.mod(np.arange(first, length + first + kernel.shape[1] - 1), 2 * length)])
     padded = x.index_select(axis, fold.to(x.device))
-    phases = []
+    phases: list[torch.Tensor] = []
     for taps in kernel:
         phase = None
         for offset, weight in enumerate(taps):
@@ -135,6 +136,7 @@ def _upscale_axis_integer(x: torch.Tensor, axis: int, scale: int) -> torch.Tenso
                 continue
             term = padded.narrow(axis, offset, length) * float(weight)
             phase = term if phase is None else phase.add_(term)
+        assert phase is not None  # every phase has a non-zero tap
         phases.append(phase)
     # (..., L, W) -> (..., L, scale, W) -> (..., L*scale, W); likewise along the last axis.
     stacked = torch.stack(phases, dim=axis)
@@ -179,6 +181,7 @@ def imresize(
             raise ValueError(f"output size must be positive, got {size}")
         scales = (out_h / in_h, out_w / in_w)
     else:
+        assert scale is not None  # exactly one of scale and size, checked above
         if scale <= 0:
             raise ValueError(f"scale must be > 0, got {scale}")
         scales = (float(scale), float(scale))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
+from typing import cast
 
 import numpy as np
 import torch
@@ -59,7 +60,10 @@ def _with_frozen_instance_norm(module: nn.Module) -> nn.Module:
     if isinstance(module, nn.InstanceNorm2d) and not module.track_running_stats:
         return _ThumbnailInstanceNorm(module)
     clone = copy.copy(module)  # shallow: shares parameters/buffers, so costs no weight memory
-    clone._modules = {name: _with_frozen_instance_norm(child) for name, child in module._modules.items()}
+    # torch allows a None child (`_modules` values are `Module | None`); none is expected here, and
+    # one would fail on the clone (`None._modules`), as it always has.
+    clone._modules = {name: _with_frozen_instance_norm(cast(nn.Module, child))
+                      for name, child in module._modules.items()}
     return clone
 
 

@@ -122,12 +122,15 @@ def ingest_batch(
 def _ingest_one(lake: Lake, settings: Settings, item: WorkItem, *, feed_dir: str, now: datetime,
                 run_id: str | None) -> BatchResult:
     row, previous = item.row, item.previous
+    if row.image_uri is None:  # plan_ingestion quarantines such rows: a WorkItem always has one
+        raise ValueError(f"feed row {row.feed_row} (SKU {row.sku}): a work item without an image_uri")
     try:
         source = sources.resolve(row.image_uri, feed_dir=feed_dir, settings=settings)
         fingerprint = sources.fingerprint(source, settings)
         same_labels = previous is not None and _same_conditions(row, previous)
         same_uri = previous is not None and previous["source_uri"] == row.image_uri
-        if same_labels and same_uri and fingerprint is not None and fingerprint == previous["source_fingerprint"]:
+        if (previous is not None and same_labels and same_uri and fingerprint is not None
+                and fingerprint == previous["source_fingerprint"]):
             return BatchResult(unchanged=1)
 
         data = sources.fetch(source, settings)

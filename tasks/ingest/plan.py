@@ -55,6 +55,7 @@ def plan_ingestion(rows: Iterable[FeedRow], current: Mapping[str, dict]) -> Plan
                 quarantine_record(row, "missing_label", f"{where} (SKU {row.sku}): missing {', '.join(missing)}")
             )
         else:
+            assert row.sku is not None  # a required field: a row without one is quarantined above
             valid[row.sku].append(row)
 
     items: list[WorkItem] = []

@@ -5,6 +5,7 @@ reach the catalog only through the report (sample grids)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import pandas as pd
 
@@ -38,7 +39,7 @@ class GAN(ModelKind):
         "fid", "overall", "test", False, "untrained generator",
         "FID to the real test images, features from the project's catalog classifier",
     )
-    history_metrics = ("fid", "kid")
+    history_metrics: ClassVar[tuple[str, ...]] = ("fid", "kid")
 
     def evaluate(self, lake: Lake, rows: Sequence[dict], context: EvaluationContext) -> KindEvaluation:
         return evaluate_generative_versions(lake, rows, extractors_of(lake, context), measure=evaluate_gan,

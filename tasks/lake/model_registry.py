@@ -17,6 +17,7 @@ import json
 import subprocess
 import threading
 from datetime import datetime, timezone
+from collections.abc import Set
 from functools import lru_cache
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -54,14 +55,20 @@ class RunCurve(Protocol):
 class FinishedRun(Protocol):
     """What registering a run needs of it (train.loop.TrainResult has all of it)."""
 
-    config: RunConfig
+    # Read-only (properties): a run may hold any config and curve that have these members.
+    @property
+    def config(self) -> RunConfig: ...
+
     run: str
     completed: bool
     steps_done: int
     final_losses: dict[str, float]
     checkpoint_key: str | None
     seconds: float
-    curve: RunCurve
+
+    @property
+    def curve(self) -> RunCurve: ...
+
     curve_key: str | None
     metrics: dict[str, float]
     metadata: dict
@@ -89,7 +96,7 @@ def code_version() -> str:
         return "unknown"
 
 
-def new_version(name: str, config_hash: str, created: datetime, taken: set[str] = frozenset()) -> str:
+def new_version(name: str, config_hash: str, created: datetime, taken: Set[str] = frozenset()) -> str:
     base = f"{name}-{created.astimezone(timezone.utc):%Y%m%d%H%M%S}-{config_hash[:6]}"
     version, n = base, 1
     while version in taken:  # two registrations of one config within a second

@@ -10,6 +10,7 @@ and a delete would only cost three more requests per object (bench/NOTES.md).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import io
 import uuid
 from dataclasses import dataclass, field
@@ -156,7 +157,8 @@ class Lake:
         except FileNotFoundError:
             pass
 
-    def read_many(self, keys: list[str]) -> dict[str, bytes]:
+    # `builtins.list` from here on: in this class body `list` is the method above.
+    def read_many(self, keys: builtins.list[str]) -> dict[str, bytes]:
         """Fetch many keys concurrently: on S3 one GET each, issued together on s3fs's event loop.
 
         Not `fs.cat(list)`: that first expands every path (a HEAD per key, in case it is a
@@ -167,7 +169,7 @@ class Lake:
             return {key: self.read_bytes(key) for key in keys}
         return dict(zip(keys, sync(self.fs.loop, self._get_all, [self.path(key) for key in keys])))
 
-    async def _get_all(self, paths: list[str]) -> list[bytes]:
+    async def _get_all(self, paths: builtins.list[str]) -> builtins.list[bytes]:
         in_flight = asyncio.Semaphore(GETS_IN_FLIGHT)
 
         async def get(path: str) -> bytes:

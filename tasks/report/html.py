@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Union
+from typing import Any, TypeGuard, Union, cast
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -135,7 +135,7 @@ def _is_missing(value: object) -> bool:
     try:  # NaN, pandas NA/NaT
         import pandas as pd
 
-        return bool(pd.isna(value)) if np.ndim(value) == 0 else False
+        return bool(pd.isna(value)) if np.ndim(cast(Any, value)) == 0 else False  # np.ndim takes any object
     except (TypeError, ValueError):
         return False
 
@@ -161,7 +161,7 @@ def format_value(value: object, digits: int = 4) -> str:
     return str(value)
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float | np.integer | np.floating]:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
@@ -170,10 +170,10 @@ def _table_rows(rows: Any) -> tuple[list[str], list[Mapping]]:
         columns = [str(c) for c in rows.columns]
         return columns, [dict(zip(columns, r)) for r in rows.itertuples(index=False)]
     records = [dict(r) for r in rows]
-    columns: dict[str, None] = {}
+    names: dict[str, None] = {}  # every record's keys, in order of first appearance
     for record in records:
-        columns.update(dict.fromkeys(map(str, record)))
-    return list(columns), [{str(k): v for k, v in r.items()} for r in records]
+        names.update(dict.fromkeys(map(str, record)))
+    return list(names), [{str(k): v for k, v in r.items()} for r in records]
 
 
 def _inline(text: str) -> str:

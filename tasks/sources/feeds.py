@@ -139,7 +139,7 @@ def _parse_csv(data: bytes) -> tuple[list[str], list[dict | str]]:
 
 def _parse_parquet(data: bytes) -> tuple[list[str], list[dict | str]]:
     table = pq.read_table(io.BytesIO(data))
-    records = [{k.strip(): _clean(v) for k, v in row.items()} for row in table.to_pylist()]
+    records: list[dict | str] = [{k.strip(): _clean(v) for k, v in row.items()} for row in table.to_pylist()]
     return [c.strip() for c in table.column_names], records
 
 

@@ -27,6 +27,7 @@ the checkpoint holds both history buffers (images and RNG state) and both LR sch
 from __future__ import annotations
 
 import itertools
+from typing import cast
 
 import pyarrow as pa
 import pydantic
@@ -114,7 +115,7 @@ class CycleGANTrainer(Trainer):
         seed_everything(cfg.seed)
         self.model = to_device(get_model(cfg.model, **self.model_kwargs), rt)
         m = self.model
-        betas = tuple(o.betas)
+        betas = cast("tuple[float, float]", tuple(o.betas))  # validated as a pair
         self.opt_g = torch.optim.Adam(itertools.chain(m.G_XY.parameters(), m.G_YX.parameters()), lr=cfg.lr, betas=betas)
         self.opt_d = torch.optim.Adam(itertools.chain(m.D_X.parameters(), m.D_Y.parameters()), lr=cfg.lr, betas=betas)
         decay = linear_decay(cfg.steps, o.decay_start)

@@ -13,7 +13,8 @@ when the dataset is small enough, otherwise read per sample).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
+from typing import cast
 
 import numpy as np
 import torch
@@ -103,7 +104,9 @@ class StepLoader:
 
     def batch(self, step: int):
         if self._iterator is None or step != self._next_step:
-            sampler = StepBatchSampler(len(self.dataset), self.batch_size, self.seed, step, self.total_steps)
+            # A map-style dataset with a length (torch's `Dataset` type does not declare `__len__`).
+            sampler = StepBatchSampler(len(cast(Sized, self.dataset)), self.batch_size, self.seed, step,
+                                       self.total_steps)
             loader = DataLoader(
                 self.dataset,
                 batch_sampler=sampler,

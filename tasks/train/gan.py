@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
+from typing import ClassVar, cast
 
 import pydantic
 import torch
@@ -68,7 +69,7 @@ def evaluating(module: nn.Module) -> Iterator[nn.Module]:
 
 
 class GANTrainer(Trainer):
-    options_class: type[GANOptions] = GANOptions
+    options_class: ClassVar[type[GANOptions]] = GANOptions
     options: GANOptions
 
     # -- setup -------------------------------------------------------------------------------
@@ -88,7 +89,7 @@ class GANTrainer(Trainer):
         seed_everything(cfg.seed)  # weight initialisation
         self.model = to_device(get_model(cfg.model, **self.model_kwargs), self.runtime)
         self.z_dim = self.model.z_dim
-        betas = tuple(self.options.betas)
+        betas = cast("tuple[float, float]", tuple(self.options.betas))  # validated as a pair
         self.opt_g = torch.optim.Adam(self.model.generator.parameters(), lr=cfg.lr, betas=betas)
         self.opt_d = torch.optim.Adam(self.model.discriminator.parameters(), lr=cfg.lr, betas=betas)
         self.sample_noise = fixed_noise(self.options.sample_count, self.z_dim, self.options.sample_seed)
@@ -212,6 +213,9 @@ class GANTrainer(Trainer):
 class CGANTrainer(GANTrainer):
     options_class = CGANOptions
     options: CGANOptions
+    # Never None here: setup_conditions sets both before anything reads them.
+    vocabulary: LabelVocabulary
+    labels: torch.Tensor
 
     def setup_conditions(self) -> None:
         self.vocabulary = LabelVocabulary.from_table(self.data.rows, self.options.conditions)

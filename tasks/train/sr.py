@@ -12,7 +12,7 @@ state and a resumed run applies exactly the uninterrupted run's rates.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import pydantic
@@ -108,7 +108,7 @@ class SRTrainer(Trainer):
 
     options_class = SROptions
     options: SROptions
-    model: SRNetwork
+    model: nn.Module  # an SRNetwork (its kind's protocol, checked when it is built)
 
     def setup(self) -> None:
         config, options = self.config, self.options
@@ -133,7 +133,7 @@ class SRTrainer(Trainer):
         self.model_kwargs = kwargs
         self.model = to_device(get_model(config.model, **kwargs), self.runtime)
         self.model.train()
-        self.upscale_input = not self.model.upsamples_inside
+        self.upscale_input = not cast(SRNetwork, self.model).upsamples_inside
 
         dataset = SRPairDataset(
             rows,
