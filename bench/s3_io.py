@@ -140,9 +140,10 @@ def _measure(endpoint: str, files: list[tuple[str, bytes]], *, bucket: str, roun
         from catalog_enhance.tasks.lake.settings import load_settings
         from catalog_enhance.tasks.lake.storage import Lake
 
+        client = boto3.client("s3", endpoint_url=endpoint)
+        client.create_bucket(Bucket=f"{bucket}-lake")  # a lake never creates its bucket by itself
         settings = load_settings(lake_url=f"s3://{bucket}-lake/lake")
         lake = Lake.from_settings(settings)
-        client = boto3.client("s3", endpoint_url=endpoint)
         client.create_bucket(Bucket=f"{bucket}-boto3")
         results: dict[str, list[tuple[float, float]]] = {"boto3": [], "lake": []}
         for _ in range(rounds):

@@ -57,9 +57,9 @@ def conv_ceiling() -> dict[str, float]:
 
 def _reset_enhancements(lake) -> None:
     """Forget every enhancement (outputs and manifest) so the next run computes every image."""
-    from catalog_enhance.data_contracts.layout import manifest_key
+    from catalog_enhance.tasks.lake import manifests
 
-    lake.delete(manifest_key("enhancements"))
+    manifests.remove(lake, "enhancements")
     if lake.fs.exists(lake.path("enhanced")):
         lake.fs.rm(lake.path("enhanced"), recursive=True)
 

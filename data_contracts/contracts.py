@@ -161,6 +161,9 @@ FEED = Contract(
     required=("sku", "image_uri", "category", "style"),
 )
 FEED_KNOWN_COLUMNS = frozenset(FEED.schema.names)
+# Feed cells that spreadsheets and pandas write for "no value" (compared lower-cased, stripped):
+# missing, like an empty cell, never a category or label named "NaN".
+MISSING_VALUES = frozenset({"nan", "null", "none", "n/a", "<na>", "#n/a"})
 
 # -- catalog manifest ------------------------------------------------------------------------
 CATALOG = Contract(
@@ -223,6 +226,7 @@ QUARANTINE_REASONS = frozenset(
         "missing_label",
         "missing_field",
         "duplicate_conflict",
+        "malformed_row",
         "unsupported_image",
         "enhancement_failed",
     }

@@ -14,15 +14,22 @@ KEY_PART_RE = re.compile(r"^[A-Za-z0-9._=-]{1,200}$")
 
 TMP_PREFIX = "_tmp"
 
+# A manifest is a dataset under its key: immutable Parquet parts plus a commit log whose entries
+# each list the live parts (tasks/lake/manifests/store.py says how they are committed).
 MANIFEST_KEYS = {
-    "catalog": "manifests/catalog.parquet",
-    "quarantine": "manifests/quarantine.parquet",
-    "pairs": "manifests/pairs.parquet",
-    "models": "manifests/models.parquet",
-    "training_curves": "manifests/training_curves.parquet",
-    "evaluations": "manifests/evaluations.parquet",
-    "enhancements": "manifests/enhancements.parquet",
+    "catalog": "manifests/catalog",
+    "quarantine": "manifests/quarantine",
+    "pairs": "manifests/pairs",
+    "models": "manifests/models",
+    "training_curves": "manifests/training_curves",
+    "evaluations": "manifests/evaluations",
+    "enhancements": "manifests/enhancements",
 }
+# Before the append-only layout each manifest was one Parquet file, rewritten on every write;
+# such a lake is read as it is and migrated on its first commit.
+LEGACY_MANIFEST_SUFFIX = ".parquet"
+# Log entries are numbered with this many digits, so their keys sort in commit order.
+MANIFEST_LOG_DIGITS = 20
 
 
 class UnsafeKeyError(ValueError):
@@ -71,10 +78,46 @@ def checkpoint_key(model_name: str, version: str, step: int | None = None) -> st
 
 
 def manifest_key(name: str) -> str:
+    """The manifest's dataset prefix (its parts and its commit log live under it)."""
     try:
         return MANIFEST_KEYS[name]
     except KeyError:
         raise KeyError(f"unknown manifest {name!r}; known: {', '.join(sorted(MANIFEST_KEYS))}") from None
+
+
+def legacy_manifest_key(name: str) -> str:
+    """Where the manifest lived as one Parquet file, before the append-only layout."""
+    return manifest_key(name) + LEGACY_MANIFEST_SUFFIX
+
+
+def manifest_part_key(name: str, part_id: str) -> str:
+    """One immutable Parquet part; `part_id` starts with the UTC time it was written
+    (YYYYmmddTHHMMSS...), so cleanup can tell a part's age from its key without a request."""
+    return safe_key(manifest_key(name), "parts", f"{part_id}.parquet")
+
+
+def manifest_parts_prefix(name: str) -> str:
+    return safe_key(manifest_key(name), "parts")
+
+
+def manifest_log_prefix(name: str) -> str:
+    return safe_key(manifest_key(name), "_log")
+
+
+def manifest_log_key(name: str, sequence: int) -> str:
+    """The commit log's entry `sequence` (0, 1, ...): the full list of live parts after that commit."""
+    if sequence < 0:
+        raise UnsafeKeyError(f"a log sequence is >= 0, not {sequence}")
+    return safe_key(manifest_log_prefix(name), f"{int(sequence):0{MANIFEST_LOG_DIGITS}d}.json")
+
+
+def manifest_log_sequence(key: str) -> int | None:
+    """The sequence number of a log entry's key; None for any other key."""
+    leaf = key.rsplit("/", 1)[-1]
+    stem, dot, ext = leaf.partition(".")
+    if ext != "json" or len(stem) != MANIFEST_LOG_DIGITS or not stem.isdigit():
+        return None
+    return int(stem)
 
 
 def report_key(run_name: str, filename: str) -> str:

@@ -25,3 +25,14 @@ MANIFEST_CONTRACTS: dict[str, Contract] = {
 
 if set(MANIFEST_CONTRACTS) != set(MANIFEST_KEYS):  # pragma: no cover - a layout/contract mismatch is a bug
     raise RuntimeError(f"manifests without a contract or key: {sorted(set(MANIFEST_CONTRACTS) ^ set(MANIFEST_KEYS))}")
+
+# Manifests whose rows can be updated: an update is appended as a new row with the same key, and
+# readers keep the latest row per key (the catalog's refreshed rows: a SKU version whose image
+# moved or was touched, same bytes). Every other manifest is append-only, rows never change.
+SUPERSEDING_KEYS: dict[str, tuple[str, ...]] = {
+    "catalog": ("sku", "version"),
+}
+# How a manifest's rows are ordered for readers (None: in commit order).
+READ_ORDER: dict[str, tuple[str, ...]] = {
+    "catalog": ("sku", "version"),
+}

@@ -1,14 +1,21 @@
 """`catalog-enhance`: the command line over the same flows the deployments run.
 
 Imports of flows and torch are deferred into each command so `--help` stays instant.
+
+A user's mistake is one line naming the item and the reason, exit 2: `configuration error: ...`,
+`lake error: ...`, `feed error: ...`, `input error: ...`, checked before any flow starts (so
+before any Prefect server). Anything else is one line and exit 1. `--debug` shows the traceback.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -32,16 +39,108 @@ LakeOption = Annotated[
     typer.Option("--lake", help="Lake URL (local folder or s3://bucket/prefix); default: $CE_LAKE_URL or ./lake"),
 ]
 
+# The user's mistakes, by (module, class): looked up in `sys.modules` when an error is reported,
+# so reporting imports nothing (an error of a module never imported cannot be raised).
+USER_ERRORS = (
+    ("catalog_enhance.tasks.lake.settings", "ConfigError", "configuration error"),
+    ("catalog_enhance.tasks.lake.access", "LakeError", "lake error"),
+    ("catalog_enhance.tasks.sources.feeds", "FeedError", "feed error"),
+    ("catalog_enhance.tasks.enhance.folder", "InputError", "input error"),
+    ("catalog_enhance.tasks.evaluate.sr_paired", "PairedFolderError", "input error"),
+    ("catalog_enhance.tasks.enhance.choice", "NoChampion", "model error"),
+    ("catalog_enhance.tasks.imaging.degradation_config", "UnknownDegradation", "configuration error"),
+)
+USER_ERROR_EXIT = 2
+_debug = False
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error")] = False,
+) -> None:
+    global _debug
+    _debug = debug
+
+
+def _user_error_kind(exc: BaseException) -> str | None:
+    for module, name, kind in USER_ERRORS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(exc, cls):
+            return kind
+    return None
+
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def _reported(command: _Command) -> _Command:
+    """Errors as one line on stderr: a user's mistake exits 2, anything else 1; `--debug` re-raises."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except Exception as exc:
+            # typer's own exits and usage errors (typer's classes, or click's in older typer).
+            if _debug or isinstance(exc, (typer.Exit, typer.Abort)) or \
+                    type(exc).__module__.split(".")[0] in {"typer", "click"}:
+                raise
+            message = " ".join(str(exc).split())
+            kind = _user_error_kind(exc)
+            if kind is not None:
+                typer.echo(f"{kind}: {message}", err=True)
+                raise typer.Exit(USER_ERROR_EXIT) from None
+            typer.echo(f"error: {type(exc).__name__}: {message} (run with --debug for the traceback)", err=True)
+            raise typer.Exit(1) from None
+
+    return run  # type: ignore[return-value]
+
+
+def _command(*args, **kwargs) -> Callable[[_Command], _Command]:
+    """`app.command`, with errors reported by `_reported`."""
+    return lambda command: app.command(*args, **kwargs)(_reported(command))
+
+
+class _NoTraceback(logging.Filter):
+    """The console shows a log record's message, never its traceback (the Prefect UI and API
+    logs keep it): one line a failed attempt instead of a 60-line traceback each."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info = record.exc_text = record.stack_info = None
+        return True
+
+
+def _quiet_console() -> None:
+    """Call after importing a flow (that configures Prefect's logging): unless `--debug`, the
+    console handlers drop tracebacks, so an S3 outage is a line a retry, not hundreds."""
+    if _debug:
+        return
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not any(isinstance(f, _NoTraceback) for f in handler.filters):
+            handler.addFilter(_NoTraceback())
+
 
 def _settings(lake: str | None):
-    """Validate configuration up front: one clear line and exit 2, never a deep traceback."""
-    from catalog_enhance.tasks.lake.settings import ConfigError, load_settings
+    """Validate configuration up front (a `ConfigError` is one line and exit 2)."""
+    from catalog_enhance.tasks.lake.settings import load_settings
 
-    try:
-        return load_settings(**({"lake_url": lake} if lake else {}))
-    except ConfigError as exc:
-        console.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    return load_settings(**({"lake_url": lake} if lake else {}))
+
+
+def _check_lake(settings) -> None:
+    """Reach the lake before any flow starts: a missing bucket, refused credentials or an endpoint
+    that is down is one `LakeError` line in about a second (tasks/lake/access.py)."""
+    from catalog_enhance.tasks.lake.storage import Lake
+
+    Lake.from_settings(settings)
+
+
+def _check_feed(feed: str, settings) -> None:
+    """Check the feed before any flow starts (a CSV's header, a Parquet schema), so one that cannot
+    be used (missing, empty, not UTF-8, a required column missing) is one `FeedError` line."""
+    from catalog_enhance.tasks.sources.feeds import check_feed
+
+    check_feed(feed, settings)
 
 
 def _print_counts(title: str, counts: dict) -> None:
@@ -53,7 +152,7 @@ def _print_counts(title: str, counts: dict) -> None:
     console.print(table)
 
 
-@app.command("sample-catalog")
+@_command("sample-catalog")
 def sample_catalog(
     out: Annotated[Path, typer.Option(help="Folder for feed.csv and images/")] = Path("sample_catalog"),
     cache: Annotated[Path, typer.Option(help="Download cache for the Debian packages")] = Path(".cache"),
@@ -73,30 +172,43 @@ def sample_catalog(
     )
 
 
-@app.command()
+@_command()
 def ingest(
     feed: Annotated[str, typer.Option(help="Catalog feed: CSV, Parquet or JSON Lines (local path or URL)")],
     lake: LakeOption = None,
 ) -> None:
     """Ingest a catalog feed into the lake (incremental; bad rows are quarantined)."""
     settings = _settings(lake)
+    _check_feed(feed, settings)
+    _check_lake(settings)
     from catalog_enhance.flows.ingest import ingest_catalog
+    _quiet_console()
 
     summary = ingest_catalog(feed=feed, lake_url=settings.lake_url)
     _print_counts("ingestion", summary.counts())
 
 
-@app.command()
-def pairs(lake: LakeOption = None) -> None:
+@_command()
+def pairs(
+    degradation: Annotated[
+        str, typer.Option(help="How LR inputs are made: bicubic | light | realistic (Real-ESRGAN's second order)")
+    ] = "bicubic",
+    lake: LakeOption = None,
+) -> None:
     """Make LR/HR training pairs (x2, x3, x4) for every current catalog image that has none."""
+    from catalog_enhance.tasks.imaging.degradation_config import named_degradation
+
+    named_degradation(degradation)  # an unknown name is one line and exit 2, before the lake or a flow
     settings = _settings(lake)
+    _check_lake(settings)
     from catalog_enhance.flows.pairs import make_pairs
+    _quiet_console()
 
-    summary = make_pairs(lake_url=settings.lake_url)
-    _print_counts("pairs", summary.counts())
+    summary = make_pairs(lake_url=settings.lake_url, degradation=degradation)
+    _print_counts(f"pairs (degradation {degradation})", summary.counts())
 
 
-@app.command()
+@_command()
 def train(
     models: Annotated[Optional[list[str]], typer.Argument(help="Models to train; default: every model with presets")] = None,
     preset: Annotated[str, typer.Option(help="tiny | cpu | gpu")] = "cpu",
@@ -109,6 +221,7 @@ def train(
 ) -> None:
     """Train models (an interrupted run resumes automatically) and register a version of each."""
     settings = _settings(lake)
+    _check_lake(settings)
     from catalog_enhance.tasks.kinds import trainable_models
     from catalog_enhance.tasks.train.config import ConfigError, parse_overrides, validate_training
 
@@ -116,15 +229,16 @@ def train(
         overrides = parse_overrides(set_ or [])
         validate_training(models or trainable_models(), preset, steps, overrides)
     except ConfigError as exc:
-        console.print(f"[red]train:[/red] {exc}")
+        typer.echo(f"configuration error: {exc}", err=True)
         raise typer.Exit(2) from None
     from catalog_enhance.flows.train import train_models
+    _quiet_console()
 
-    rows = train_models(
+    result = train_models(
         models=models or None, preset=preset, steps=steps, lake_url=settings.lake_url,
         overrides=overrides, device=device,
     )
-    _print_training(rows)
+    _print_training(result.trained)
 
 
 def _print_training(rows: list[dict]) -> None:
@@ -141,14 +255,16 @@ def _print_training(rows: list[dict]) -> None:
     console.print(table)
 
 
-@app.command()
+@_command()
 def evaluate(
     models: Annotated[Optional[list[str]], typer.Argument(help="Models or versions; default: every new version")] = None,
     lake: LakeOption = None,
 ) -> None:
     """Evaluate every new model version on the held-out test split, gate it, write the HTML report."""
     settings = _settings(lake)
+    _check_lake(settings)
     from catalog_enhance.flows.evaluate import evaluate_models
+    _quiet_console()
 
     try:
         summary = evaluate_models(lake_url=settings.lake_url, models=models or None)
@@ -179,39 +295,62 @@ def _print_champions(summary) -> None:
     console.print(f"report: [bold]{summary.report_uri or 'none yet'}[/bold]")
 
 
-@app.command("evaluate-sr")
+@_command("evaluate-sr")
 def evaluate_sr(
-    images: Annotated[Path, typer.Option(help="Folder of high-resolution photos (recursive; sub-folders = categories)")],
-    scale: Annotated[int, typer.Option(help="2, 3 or 4")] = 2,
+    images: Annotated[
+        Optional[Path], typer.Option(help="Folder of high-resolution photos, degraded here like the training pairs "
+                                          "(recursive; sub-folders = categories)")
+    ] = None,
+    hr: Annotated[
+        Optional[Path], typer.Option("--hr", help="Instead of --images: folder of your good (high-resolution) images")
+    ] = None,
+    lr: Annotated[
+        Optional[Path], typer.Option("--lr", help="With --hr: folder of your low-quality captures of the same images "
+                                                  "(same sub-folders and stems)")
+    ] = None,
+    lr_template: Annotated[
+        Optional[str], typer.Option("--lr-template", help="LR stem from the HR stem, e.g. '{}x2' (0001.png -> 0001x2.png); "
+                                                          "default '{}'")
+    ] = None,
+    scale: Annotated[
+        Optional[int], typer.Option(help="--images: 2, 3 or 4 (default 2); --hr/--lr: inferred from the sizes, "
+                                         "checked if given (1 = same-size restoration)")
+    ] = None,
     model: Annotated[
         Optional[str], typer.Option(help="SR model name (newest version) or exact version; default: the champion")
     ] = None,
     out: Annotated[Optional[Path], typer.Option(help="Per-image CSV (summary beside it, .summary.csv)")] = None,
     lake: LakeOption = None,
 ) -> None:
-    """Score bicubic, the classical enhancers and an SR model on your own photos, degraded like the training pairs."""
+    """Score bicubic, the classical enhancers and an SR model on your own photos: degraded like the
+    training pairs (--images), or your own low-quality captures against their good versions (--hr/--lr)."""
     settings = _settings(lake)
+    _check_lake(settings)
     from catalog_enhance.flows.evaluate import evaluate_sr_command
     from catalog_enhance.flows.rendering import sr_summary_table
 
     try:
-        result = evaluate_sr_command(images, scale, model=model, lake_url=settings.lake_url, out=out)
+        result = evaluate_sr_command(images, scale, model=model, lake_url=settings.lake_url, out=out,
+                                     hr=hr, lr=lr, lr_template=lr_template)
     except (ValueError, KeyError, NotADirectoryError) as exc:
-        console.print(f"[red]evaluate-sr:[/red] {exc}")
-        raise typer.Exit(2) from None
+        typer.echo(f"input error: {' '.join(str(exc).split())}", err=True)
+        raise typer.Exit(USER_ERROR_EXIT) from None
     console.print(result.note)
-    console.print(sr_summary_table(result.summary))
+    source = "your LR captures" if result.mode == "paired" else "LR degraded here"
+    console.print(sr_summary_table(result.summary, title=f"Super-resolution, {source} (Y channel, border = scale)"))
     console.print(f"per-image scores: {result.csv_path}\nsummary: {result.summary_csv_path}")
 
 
-@app.command()
+@_command()
 def enhance(
     input: Annotated[
         Optional[str],
-        typer.Option("--input", help="Ad hoc: a folder of images or a feed (CSV, Parquet, JSONL); default: the lake's catalog"),
+        typer.Option("--input", help="Ad hoc: a folder of images, one image or a feed (CSV, Parquet, JSONL); "
+                                     "default: the lake's catalog"),
     ] = None,
     output: Annotated[
-        Optional[Path], typer.Option("--output", help="Ad hoc: folder for <name>.png and enhance_summary.csv (with --input)")
+        Optional[Path], typer.Option("--output", help="Ad hoc: folder for <file name>.png (feeds: <sku>.png) and "
+                                                      "enhance_summary.csv (with --input)")
     ] = None,
     feed: Annotated[Optional[str], typer.Option(help="Catalog run: ingest this feed first")] = None,
     scale: Annotated[int, typer.Option(help="Upscaling factor (the model's own)")] = 2,
@@ -226,10 +365,14 @@ def enhance(
     settings = _settings(lake)
     if input is None:
         if output is not None:
-            console.print("[red]--output goes with --input[/red] (catalog runs write to the lake)")
-            raise typer.Exit(2)
+            typer.echo("input error: --output goes with --input (catalog runs write to the lake)", err=True)
+            raise typer.Exit(USER_ERROR_EXIT)
+        if feed is not None:
+            _check_feed(feed, settings)
+        _check_lake(settings)
         from catalog_enhance.flows.enhance import enhance as enhance_flow
         from catalog_enhance.flows.runners import task_runner_for
+        _quiet_console()
 
         # The ignore: Prefect's stubs make TaskRunner invariant in its future type, so no concrete
         # runner matches `with_options`' TaskRunner[PrefectFuture[Any]]; any runner is valid at runtime.
@@ -241,17 +384,19 @@ def enhance(
         console.print(summary.verdict())
         return
     if output is None or feed is not None:
-        console.print("[red]--input needs --output[/red] (and takes no --feed: pass the feed as --input)")
-        raise typer.Exit(2)
-    from catalog_enhance.tasks.enhance import EnhanceParams, enhance_folder, load_for_params
+        typer.echo("input error: --input needs --output (and takes no --feed: pass the feed as --input)", err=True)
+        raise typer.Exit(USER_ERROR_EXIT)
+    from catalog_enhance.tasks.enhance import EnhanceParams, enhance_folder, load_for_params, open_inputs
     from catalog_enhance.tasks.lake.storage import Lake
     from catalog_enhance.tasks.runtime import select_runtime
 
     params = EnhanceParams(scale=scale, target_long_side=target_long_side, style_transform=style_transform)
+    inputs = open_inputs(input, output, settings)  # every path checked before a model loads
+    lake_handle = Lake.from_settings(settings)
     runtime = select_runtime(device)
-    choice, models = load_for_params(Lake.from_settings(settings), params, model=model, runtime=runtime)
+    choice, models = load_for_params(lake_handle, params, model=model, runtime=runtime)
     console.print(f"model {choice.sr.ref.version} ({choice.sr.source})")
-    result = enhance_folder(input, output, models, params, runtime=runtime, settings=settings)
+    result = enhance_folder(input, output, models, params, runtime=runtime, settings=settings, inputs=inputs)
     _print_counts("ad-hoc enhancement", result.counts())
     for item in result.items:
         if item["status"] == "failed":
@@ -260,7 +405,7 @@ def enhance(
         raise typer.Exit(1)
 
 
-@app.command()
+@_command()
 def nightly(
     feed: Annotated[str, typer.Option(help="Catalog feed to ingest")],
     retrain: Annotated[bool, typer.Option(help="Retrain every model even if a version exists")] = False,
@@ -269,22 +414,30 @@ def nightly(
 ) -> None:
     """Run the nightly pipeline: incremental ingestion, pairs for new items, training where needed."""
     settings = _settings(lake)
+    _check_feed(feed, settings)
+    _check_lake(settings)
     from catalog_enhance.tasks.kinds import trainable_models
     from catalog_enhance.tasks.train.config import ConfigError, validate_training
 
     try:
         validate_training(trainable_models(), preset)
     except ConfigError as exc:
-        console.print(f"[red]nightly:[/red] {exc}")
+        typer.echo(f"configuration error: {exc}", err=True)
         raise typer.Exit(2) from None
-    from catalog_enhance.flows.nightly import nightly as nightly_flow
+    from catalog_enhance.flows.nightly import NightFailed, nightly as nightly_flow
+    _quiet_console()
 
-    summary = nightly_flow(feed=feed, lake_url=settings.lake_url, retrain=retrain, preset=preset)
+    try:
+        summary = nightly_flow(feed=feed, lake_url=settings.lake_url, retrain=retrain, preset=preset)
+    except NightFailed as exc:  # the stages' own logs said why; the summary artifact has the rest
+        typer.echo(f"nightly: {exc}", err=True)
+        raise typer.Exit(1) from None
     for title, counts in summary.sections():
         _print_counts(title, counts)
     if summary.training:
         _print_training(summary.training)
-    _print_champions(summary.evaluation)
+    if summary.evaluation is not None:
+        _print_champions(summary.evaluation)
     for line in summary.verdicts():
         console.print(line)
     console.print(f"lake: [bold]{summary.lake_uri}[/bold]")

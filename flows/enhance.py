@@ -42,6 +42,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import ValidationError
 
+from catalog_enhance.flows.limits import decorator_timeout, timeout
 from catalog_enhance.flows.ingest import ingest_catalog
 from catalog_enhance.flows.rendering import enhance_summary_markdown
 from catalog_enhance.flows.runners import task_runner_for
@@ -60,8 +61,8 @@ from catalog_enhance.tasks.enhance import (
     summarize,
 )
 from catalog_enhance.tasks.batching import chunked
-from catalog_enhance.tasks.lake.settings import Settings, load_settings
-from catalog_enhance.tasks.lake.storage import Lake
+from catalog_enhance.tasks.lake.settings import Settings
+from catalog_enhance.tasks.lake.storage import Lake, open_lake
 from catalog_enhance.tasks.runtime import select_runtime
 
 # Quarantined images named one by one in the log and the table artifact; the manifest has them all.
@@ -81,7 +82,8 @@ def retry_on_transient_storage_error(task, task_run, state) -> bool:
 
 
 @task(name="enhance-chunk", cache_policy=NONE, retries=3, retry_delay_seconds=[2, 10, 30],
-      retry_condition_fn=retry_on_transient_storage_error, task_run_name="enhance-chunk-{index}")
+      retry_condition_fn=retry_on_transient_storage_error, task_run_name="enhance-chunk-{index}",
+      timeout_seconds=decorator_timeout("enhance-chunk"))
 def enhance_chunk(index: int, jobs: list[EnhanceJob], settings: Settings, choice: ModelChoice,
                   params: EnhanceParams, device: str | None, run_id: str) -> ChunkResult:
     """One chunk; safe to re-run (content-addressed outputs written if absent, found ones reused)."""
@@ -104,11 +106,11 @@ def _default_task_runner():
     `enhance.with_options(task_runner=...)`, as for every flow (flows/runners.py)."""
     try:
         return task_runner_for(Settings(), max_workers=LOCAL_CHUNKS_AT_ONCE)
-    except ValidationError:  # bad configuration: the flow reports it properly when it starts
+    except (ValidationError, ValueError):  # bad configuration (also non-JSON: SettingsError): the flow reports it
         return ThreadPoolTaskRunner(max_workers=LOCAL_CHUNKS_AT_ONCE)
 
 
-@flow(name="enhance-catalog", task_runner=_default_task_runner())
+@flow(name="enhance-catalog", task_runner=_default_task_runner(), timeout_seconds=decorator_timeout("enhance-catalog"))
 def enhance(
     feed: str | None = None,
     lake_url: str | None = None,
@@ -118,27 +120,28 @@ def enhance(
     model: str | None = None,
     chunk_size: int | None = None,
     device: str | None = None,
+    style_model: str | None = None,
 ) -> EnhanceSummary:
     """Enhance every current catalog image that has no output for (model version, params).
 
     `feed`: ingest it first (incrementally). `scale`, or `target_long_side` (exact long side,
     wins over scale). `style_transform`: the CycleGAN studio transform after SR for images in the
-    style model's domain (lifestyle). `model`: a name or version; default the SR champion (the
-    gate's, else the best registered version, said in the summary). `device`: cpu, cuda, ...
+    style model's domain (lifestyle). `model`: a name or version; default the SR champion the
+    gate promoted (`NoChampion` when there is none: name a model). `device`: cpu, cuda, ...
+    `style_model`: the studio transform's model (name or version); default the CycleGAN champion.
     """
     logger = get_run_logger()
-    settings = load_settings(**({"lake_url": lake_url} if lake_url else {}))
-    lake = Lake.from_settings(settings)
+    settings, lake = open_lake(lake_url)
     run_id = str(flow_run.get_id() or uuid.uuid4())
     if feed:
         ingest_catalog(feed=feed, lake_url=settings.lake_url)
 
     params = EnhanceParams(scale=scale, target_long_side=target_long_side, style_transform=style_transform)
-    prepared = prepare_enhancement(lake, params, model=model, runtime=select_runtime(device), run_id=run_id)
+    prepared = prepare_enhancement(lake, params, model=model, style_model=style_model,
+                                   runtime=select_runtime(device), run_id=run_id)
     for role, chosen in (("SR", prepared.choice.sr), ("style", prepared.choice.style)):
         if chosen is not None:
-            log = logger.warning if chosen.source.startswith("fallback") else logger.info
-            log("%s model %s %s (champion source: %s): %s", role, chosen.ref.name, chosen.ref.version,
+            logger.info("%s model %s %s (champion source: %s): %s", role, chosen.ref.name, chosen.ref.version,
                 chosen.source, chosen.reason)
     size = chunk_size or default_chunk_size(len(prepared.jobs), settings.batch_size)
     chunks = chunked(prepared.jobs, size)
@@ -155,7 +158,7 @@ def enhance(
     failures: list[str] = []
     started = time.perf_counter()
     if chunks:
-        futures = enhance_chunk.map(
+        futures = enhance_chunk.with_options(timeout_seconds=timeout("enhance-chunk", settings)).map(
             list(range(len(chunks))), chunks, settings=unmapped(settings), choice=unmapped(prepared.choice),
             params=unmapped(params), device=unmapped(device), run_id=unmapped(run_id),
         )

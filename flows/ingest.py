@@ -16,18 +16,20 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from catalog_enhance.tasks.batching import chunked
+from catalog_enhance.flows.limits import decorator_timeout, retry_unless_refused
 from catalog_enhance.flows.rendering import counts_markdown
 from catalog_enhance.tasks.ingest.batch import BatchResult, ingest_batch
 from catalog_enhance.tasks.ingest.plan import WorkItem
 from catalog_enhance.tasks.ingest.run import IngestSummary, finish_ingestion, prepare_ingestion
-from catalog_enhance.tasks.lake.settings import Settings, load_settings
-from catalog_enhance.tasks.lake.storage import Lake
+from catalog_enhance.tasks.lake.settings import Settings
+from catalog_enhance.tasks.lake.storage import Lake, open_lake
 
 # Rows named one by one in the log and the table artifact; the quarantine manifest has them all.
 MAX_LISTED = 500
 
 
-@task(name="ingest-batch", retries=2, retry_delay_seconds=[2, 10], cache_policy=NONE)
+@task(name="ingest-batch", retries=2, retry_delay_seconds=[2, 10], cache_policy=NONE,
+      retry_condition_fn=retry_unless_refused, timeout_seconds=decorator_timeout("ingest-batch"))
 def ingest_batch_task(items: list[WorkItem], settings: Settings, feed_dir: str, run_id: str) -> BatchResult:
     """One batch; a retry re-does it safely (content-addressed writes, manifests written after)."""
     result = ingest_batch(Lake.from_settings(settings), settings, items, feed_dir=feed_dir, run_id=run_id)
@@ -41,12 +43,12 @@ def ingest_batch_task(items: list[WorkItem], settings: Settings, feed_dir: str, 
 # Batches run two at a time; each already runs `io_concurrency` threads of I/O.
 # The ignore: Prefect's stubs make TaskRunner invariant in its future type, so no concrete runner
 # matches the decorator's TaskRunner[PrefectFuture[Any]]; any runner is valid at runtime.
-@flow(name="ingest-catalog", task_runner=ThreadPoolTaskRunner(max_workers=2))  # type: ignore[arg-type]
+@flow(name="ingest-catalog", task_runner=ThreadPoolTaskRunner(max_workers=2),  # type: ignore[arg-type]
+      timeout_seconds=decorator_timeout("ingest-catalog"))
 def ingest_catalog(feed: str, lake_url: str | None = None, batch_size: int | None = None) -> IngestSummary:
     """Ingest a catalog feed (CSV, Parquet or JSON Lines) into the lake, incrementally."""
     logger = get_run_logger()
-    settings = load_settings(**({"lake_url": lake_url} if lake_url else {}))
-    lake = Lake.from_settings(settings)
+    settings, lake = open_lake(lake_url)
     run_id = str(flow_run.get_id() or uuid.uuid4())
     prepared = prepare_ingestion(lake, settings, feed, run_id=run_id)
     chunks = chunked(prepared.plan.items, batch_size or settings.batch_size)

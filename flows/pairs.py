@@ -10,9 +10,11 @@ from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
 from catalog_enhance.data_contracts.layout import manifest_key
+from catalog_enhance.flows.limits import decorator_timeout, retry_unless_refused
 from catalog_enhance.flows.rendering import counts_markdown
 from catalog_enhance.tasks.lake import manifests
 from catalog_enhance.tasks.catalog.pairs_config import PairsConfig
+from catalog_enhance.tasks.imaging.degradation_config import degradation_name, named_degradation
 from catalog_enhance.tasks.pairs.run import (
     ChunkResult,
     PairJob,
@@ -23,28 +25,34 @@ from catalog_enhance.tasks.pairs.run import (
     record_quarantine,
     summarize,
 )
-from catalog_enhance.tasks.lake.settings import load_settings
-from catalog_enhance.tasks.lake.storage import Lake
+from catalog_enhance.tasks.lake.storage import Lake, open_lake
 
 
-@task(name="make-pairs-chunk", cache_policy=NONE, retries=2, retry_delay_seconds=5)
+@task(name="make-pairs-chunk", cache_policy=NONE, retries=2, retry_delay_seconds=5,
+      retry_condition_fn=retry_unless_refused, timeout_seconds=decorator_timeout("make-pairs-chunk"))
 def make_pairs_chunk(lake: Lake, jobs: list[PairJob], config: PairsConfig, io_workers: int) -> ChunkResult:
     # Safe to retry: pair objects are content-addressed and written only if absent.
     return make_pairs_for_jobs(lake, jobs, config, io_workers)
 
 
-@flow(name="make-pairs")
+@flow(name="make-pairs", timeout_seconds=decorator_timeout("make-pairs"))
 def make_pairs(
     lake_url: str | None = None,
     config: PairsConfig | None = None,
     chunk_size: int | None = None,
+    degradation: str | None = None,
 ) -> PairsSummary:
-    """Make the missing LR/HR pairs of the current catalog; one task per chunk of images."""
+    """Make the missing LR/HR pairs of the current catalog; one task per chunk of images.
+
+    `degradation` names a config of `NAMED_DEGRADATIONS` (`bicubic`, `light`, `realistic`) and
+    replaces `config`'s; the pairs manifest records the config itself (its canonical JSON).
+    """
     started = time.perf_counter()
     logger = get_run_logger()
-    settings = load_settings(**({"lake_url": lake_url} if lake_url else {}))
-    lake = Lake.from_settings(settings)
+    settings, lake = open_lake(lake_url)
     config = config or PairsConfig()
+    if degradation is not None:
+        config = config.model_copy(update={"degradation": named_degradation(degradation)})
     if not manifests.exists(lake, "catalog"):
         raise FileNotFoundError(f"no catalog manifest at {lake.uri(manifest_key('catalog'))}: run ingestion first")
     catalog = manifests.read(lake, "catalog")
@@ -54,8 +62,8 @@ def make_pairs(
     size = chunk_size or settings.batch_size
     chunks = [plan.jobs[i : i + size] for i in range(0, len(plan.jobs), size)]
     logger.info(
-        "config %s: %d images, %d to pair in %d chunk(s), %d (image, scale) already paired",
-        plan.config_hash, plan.images_considered, len(plan.jobs), len(chunks), plan.skipped_existing,
+        "config %s (degradation %s): %d images, %d to pair in %d chunk(s), %d (image, scale) already paired",
+        plan.config_hash, degradation_name(config.degradation) or "custom", plan.images_considered, len(plan.jobs), len(chunks), plan.skipped_existing,
     )
     results: list[ChunkResult] = []
     if chunks:
@@ -70,7 +78,7 @@ def make_pairs(
         "pairs written %d %s, skipped %d, quarantined %d (%d new), manifest %s",
         summary.pairs_written, summary.pairs_by_split_scale, summary.skipped_existing,
         summary.quarantined, summary.quarantine_appended,
-        "rewritten" if summary.manifest_written else "unchanged",
+        "appended to" if summary.manifest_written else "unchanged",
     )
     create_markdown_artifact(key="make-pairs-summary", markdown=counts_markdown("## make-pairs", summary.counts()), description="make-pairs counts")
     return summary

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from typing import cast
 from uuid import UUID
 
@@ -28,18 +29,36 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NONE
+from prefect.states import Completed
 
 from catalog_enhance.data_contracts.layout import report_key
+from catalog_enhance.flows.limits import TASK_RETRIES, RETRY_DELAY_SECONDS, decorator_timeout, retry_unless_refused, timeout
+from catalog_enhance.tasks.catalog.labels import NotTrainableHere
 from catalog_enhance.tasks.lake.model_registry import register_version
 from catalog_enhance.tasks.lake.settings import load_settings
-from catalog_enhance.tasks.lake.storage import Lake
+from catalog_enhance.tasks.lake.storage import open_lake
 from catalog_enhance.tasks.kinds import trainable_models
 from catalog_enhance.tasks.report.plots import figure_png, plot_training_curves
 from catalog_enhance.tasks.runtime import select_runtime
-from catalog_enhance.tasks.train.config import make_config, overrides_for, validate_training
+from catalog_enhance.tasks.train.config import label_overrides, make_config, overrides_for, validate_training
 from catalog_enhance.tasks.train.loop import LogEvent, LossCurve, train_model
 
 CURVE_TABLE_ROWS = 50
+# The state name of a `train-model` run this catalog cannot train (a completed run: nothing failed).
+SKIPPED = "Skipped"
+
+
+@dataclass
+class TrainingSummary:
+    """What one training run did, model by model."""
+
+    trained: list[dict] = field(default_factory=list)  # registry rows of the versions registered
+    skipped: dict[str, str] = field(default_factory=dict)  # model -> why this catalog cannot train it
+    failed: dict[str, str] = field(default_factory=dict)  # model -> the error (unexpected)
+
+    def problems(self) -> list[str]:
+        return ([f"{model} skipped: {reason}" for model, reason in self.skipped.items()]
+                + [f"{model} failed: {error}" for model, error in self.failed.items()])
 
 
 def artifact_key(*parts: str) -> str:
@@ -88,8 +107,9 @@ def summary_markdown(row: dict, plot_uri: str) -> str:
     return "\n".join(lines)
 
 
-@task(name="train-model", tags=["gpu"], retries=1, retry_delay_seconds=10, cache_policy=NONE,
-      task_run_name="train-{model}-{preset}")
+@task(name="train-model", tags=["gpu"], retries=TASK_RETRIES["train-model"], retry_delay_seconds=RETRY_DELAY_SECONDS,
+      retry_condition_fn=retry_unless_refused, timeout_seconds=decorator_timeout("train-model"),
+      cache_policy=NONE, task_run_name="train-{model}-{preset}")
 def train_model_task(
     model: str,
     preset: str = "cpu",
@@ -99,7 +119,7 @@ def train_model_task(
 ) -> dict:
     """Train one model (resuming its run if interrupted), register the version; returns its row."""
     logger = get_run_logger()
-    lake = Lake.from_settings(load_settings(**({"lake_url": lake_url} if lake_url else {})))
+    lake = open_lake(lake_url)[1]
     config = make_config(model, preset, **(overrides or {}))
     runtime = select_runtime(device)
     logger.info("training %s (%s preset, %d steps, run %s) on %s",
@@ -114,7 +134,11 @@ def train_model_task(
                     event.steps_per_second)
         update_progress_artifact(progress, 100.0 * event.step / event.total_steps)
 
-    result = train_model(config, lake, runtime=runtime, on_log=on_log)
+    try:
+        result = train_model(config, lake, runtime=runtime, on_log=on_log)
+    except NotTrainableHere as error:  # the catalog's data, not a fault: a Skipped (completed) run
+        logger.warning("%s", error)
+        return Completed(name=SKIPPED, message=error.reason)  # type: ignore[return-value]
     if result.resumed_from_step:
         logger.info("%s resumed from step %d", model, result.resumed_from_step)
     row = register_version(lake, result)
@@ -131,7 +155,7 @@ def train_model_task(
     return row
 
 
-@flow(name="train-models")
+@flow(name="train-models", timeout_seconds=decorator_timeout("train-models"))
 def train_models(
     models: list[str] | None = None,
     preset: str = "cpu",
@@ -140,34 +164,46 @@ def train_models(
     overrides: dict | None = None,
     device: str | None = None,
     concurrent: bool | None = None,
-) -> list[dict]:
+    fail_on_error: bool = True,
+) -> TrainingSummary:
     """Train the chosen models (default: every model with presets) and register a version of each.
 
-    `overrides`: {"lr": 1e-3, "data.scale": 3} for every model, {"srcnn": {...}} for one.
+    `overrides`: {"lr": 1e-3, "data.scale": 3} for every model, {"srcnn": {...}} for one; below
+    them, the catalog's label settings (CE_DOMAINS, CE_GAN_FILTERS: `label_overrides`).
     `concurrent`: default sequential on CPU, together elsewhere (see the module docstring).
-    Fails, after the others have finished, if any model's training failed.
+    A model this catalog cannot train (`NotTrainableHere`: its labels, too few images) is skipped
+    with the reason; with `fail_on_error` (the default) the run fails, after the others have
+    finished, if any model was skipped or failed, else (the nightly) they are only reported.
     """
     logger = get_run_logger()
+    settings = load_settings(**({"lake_url": lake_url} if lake_url else {}))
     models = list(models or trainable_models())
     validate_training(models, preset, steps, overrides)  # a bad model, preset or option fails now
     if concurrent is None:
         concurrent = select_runtime(device).device.type != "cpu"
     logger.info("training %s on the %s preset, %s", models, preset, "concurrently" if concurrent else "one at a time")
 
+    train_one = train_model_task.with_options(timeout_seconds=timeout("train-model", settings))
     futures = {}
     for model in models:
-        futures[model] = train_model_task.submit(
-            model, preset, overrides_for(model, models, steps, overrides), lake_url, device
-        )
+        model_overrides = {**label_overrides(model, preset, settings.domains, settings.gan_filters),
+                           **overrides_for(model, models, steps, overrides)}
+        futures[model] = train_one.submit(model, preset, model_overrides, lake_url, device)
         if not concurrent:
             futures[model].wait()
-    rows, failed = [], []
+    summary = TrainingSummary()
     for model, future in futures.items():
         future.wait()
-        if future.state.is_completed():
-            rows.append(future.result())
+        if future.state.is_completed() and future.state.name == SKIPPED:
+            summary.skipped[model] = str(future.state.message)
+            logger.warning("%s skipped: %s", model, future.state.message)
+        elif future.state.is_completed():
+            summary.trained.append(future.result())
         else:
-            failed.append(f"{model}: {future.state.message or future.state.name}")
+            error = future.state.result(raise_on_failure=False)
+            summary.failed[model] = (f"{type(error).__name__}: {error}" if isinstance(error, BaseException)
+                                     else str(future.state.message or future.state.name))
+    rows = summary.trained
     if rows:
         table = [
             {"model": r["name"], "version": r["version"], "seconds": round(r["train_seconds"], 1),
@@ -176,7 +212,11 @@ def train_models(
             for r in rows
         ]
         create_table_artifact(key="train-models-summary", table=table, description=f"{preset} preset")
-    if failed:
+    if summary.skipped or summary.failed:
+        create_markdown_artifact(key="train-models-problems", description="Models not trained, and why",
+                                 markdown="\n".join(["# Models not trained", ""] + [f"- {p}" for p in summary.problems()]))
+    if fail_on_error and (summary.skipped or summary.failed):
         # A failed task does not fail its flow by itself: raise, so the run is not green.
-        raise RuntimeError(f"training failed for {len(failed)} of {len(models)} model(s): " + "; ".join(failed))
-    return rows
+        problems = len(summary.skipped) + len(summary.failed)
+        raise RuntimeError(f"training failed for {problems} of {len(models)} model(s): " + "; ".join(summary.problems()))
+    return summary

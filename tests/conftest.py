@@ -43,8 +43,14 @@ def s3_server():
     s3fs talks to it over HTTP exactly as it would to AWS; credentials and endpoint come from the
     standard variables, as in production.
     """
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    # The server's request lines (werkzeug, INFO, from its own threads) are noise, and they would go
+    # to whatever handler the root logger has at the time: after a CliRunner test, Prefect's console
+    # handler on a stream CliRunner has closed ('--- Logging error ---' in the next CLI test's output).
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -70,12 +76,23 @@ def s3_server():
 
 @pytest.fixture()
 def s3_lake_url(s3_server, request):
-    """A fresh bucket per test on the loopback S3 server."""
+    """A fresh bucket per test on the loopback S3 server, created here: a lake never creates its
+    bucket unless CE_CREATE_BUCKET asks it to."""
     import re
     import uuid
 
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:30].strip("-")
-    return f"s3://ce-{name}-{uuid.uuid4().hex[:8]}/lake"
+    bucket = f"ce-{name}-{uuid.uuid4().hex[:8]}"
+    make_s3_bucket(s3_server, bucket)
+    return f"s3://{bucket}/lake"
+
+
+def make_s3_bucket(endpoint: str, bucket: str) -> None:
+    """Create a bucket on the loopback S3 server (credentials from the `s3_server` variables)."""
+    import botocore.session
+
+    client = botocore.session.Session().create_client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket=bucket)
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from catalog_enhance.data_contracts.contracts import CATALOG
-from catalog_enhance.data_contracts.layout import manifest_key, normalized_image_key
+from catalog_enhance.tasks.lake import manifests
+from catalog_enhance.data_contracts.layout import normalized_image_key
 
 COLOURS = {"red": (220, 30, 30), "blue": (30, 40, 220)}
 
@@ -82,4 +83,5 @@ def build_catalog(lake, products_per_category: int = 8, seed: int = 0, styles=("
 
 
 def write_manifest(lake, rows: list[dict]) -> None:
-    lake.write_table(manifest_key("catalog"), CATALOG.table(rows))
+    manifests.remove(lake, "catalog")
+    manifests.append(lake, "catalog", CATALOG.table(rows))

@@ -12,7 +12,8 @@ from PIL import Image
 from skimage import data as skdata
 
 from catalog_enhance.data_contracts.contracts import PAIRS
-from catalog_enhance.data_contracts.layout import manifest_key, pair_key
+from catalog_enhance.tasks.lake import manifests
+from catalog_enhance.data_contracts.layout import pair_key
 from catalog_enhance.tasks.imaging.resize import imresize
 
 # Detailed photos (textures give bicubic something to miss); greyscale ones are made RGB.
@@ -59,7 +60,8 @@ def write_sr_pairs(lake, images: list[np.ndarray], splits: list[str], scale: int
             "hr_width": hr.shape[1], "hr_height": hr.shape[0], "lr_width": lr.shape[1], "lr_height": lr.shape[0],
             "degradation": "bicubic", "category": "photo", "style": "studio", "created_at": created,
         })
-    lake.write_table(manifest_key("pairs"), PAIRS.table(rows))
+    manifests.remove(lake, "pairs")
+    manifests.append(lake, "pairs", PAIRS.table(rows))
     return rows
 
 

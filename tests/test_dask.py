@@ -15,7 +15,7 @@ from distributed import Client, LocalCluster, get_task_stream
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
 
-from catalog_enhance.data_contracts.layout import manifest_key
+from catalog_enhance.tasks.lake import manifests
 from catalog_enhance.flows.ingest import ingest_catalog
 from catalog_enhance.flows.runners import task_runner_for
 from catalog_enhance.demo_data.sample_catalog import build_sample_catalog
@@ -36,7 +36,7 @@ def lake_objects(root: Path) -> dict[str, bytes]:
 
 
 def catalog_rows(lake_url: str) -> list[dict]:
-    table = Lake.from_url(lake_url).read_table(manifest_key("catalog"))
+    table = manifests.read(Lake.from_url(lake_url), "catalog")
     table = table.drop_columns([c for c in RUN_COLUMNS if c in table.column_names])
     return table.sort_by([("sku", "ascending")]).to_pylist()
 
@@ -87,4 +87,4 @@ def test_ingestion_on_a_local_dask_cluster_is_byte_identical_to_threads(tmp_path
     assert {k for k in objects["threads"] if k.startswith("images/normalized/")} == {r["image_key"] for r in rows}
     assert objects["dask"] == objects["threads"]  # same keys, same bytes
     assert catalog_rows(lakes["dask"]) == rows
-    assert pc.count_distinct(Lake.from_url(lakes["dask"]).read_table(manifest_key("catalog"))["run_id"]).as_py() == 1
+    assert pc.count_distinct(manifests.read(Lake.from_url(lakes["dask"]), "catalog")["run_id"]).as_py() == 1

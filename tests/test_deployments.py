@@ -19,7 +19,7 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_server import log_tail, prefect_server, start_process, stop_process
 
-from catalog_enhance.data_contracts.layout import manifest_key
+from catalog_enhance.tasks.lake import manifests
 from catalog_enhance.tasks.lake.model_registry import list_versions
 from catalog_enhance.demo_data.sample_catalog import build_sample_catalog
 from catalog_enhance.tasks.lake.storage import Lake
@@ -80,7 +80,9 @@ def test_deployed_nightly_retrain_and_enhance_run_on_process_workers(tmp_path):
                 nightly = run_and_wait("nightly-enhancement/nightly-enhancement",
                                        {"feed": str(feed), "models": ["espcn"], "preset": "tiny"}, logs)
                 retrain = run_and_wait("train-models/retrain", {"models": ["srcnn"], "preset": "tiny"}, logs)
-                enhanced = run_and_wait("enhance-catalog/enhance", {}, logs)
+                # Named: enhancement uses only gated versions unless one is named, and the gate may
+                # refuse these tiny models (the nightly then lists its enhancement as skipped).
+                enhanced = run_and_wait("enhance-catalog/enhance", {"model": "srcnn"}, logs)
                 assert again.wait(timeout=240) == 0, log_tail(tmp_path / "setup-again.log")
 
                 with get_client(sync_client=True) as client:
@@ -121,18 +123,18 @@ def test_deployed_nightly_retrain_and_enhance_run_on_process_workers(tmp_path):
 
     # Lake outputs, in the lake the workers' environment named.
     lake = Lake.from_url(str(lake_dir))
-    catalog = lake.read_table(manifest_key("catalog"))
+    catalog = manifests.read(lake, "catalog")
     assert catalog.num_rows == len(feed.read_text().splitlines()) - 1
-    assert lake.read_table(manifest_key("pairs")).num_rows > 0
+    assert manifests.read(lake, "pairs").num_rows > 0
     registered = {}
     for model in ("espcn", "srcnn"):  # one by the nightly, one by retrain
         versions = list_versions(lake, model)
         assert len(versions) == 1 and versions[0]["preset"] == "tiny"
         assert lake.exists(versions[0]["checkpoint_key"])
         registered[model] = versions[0]["version"]
-    enhancements = lake.read_table(manifest_key("enhancements")).to_pylist()
-    # The nightly enhances with the model it has, the enhance run with the current best: every
-    # catalog image has an output, each by a registered version.
+    enhancements = manifests.read(lake, "enhancements").to_pylist()
+    # The nightly enhances with the SR champion if the gate promoted one, the enhance run with the
+    # model it names: every catalog image has an output, each by a registered version.
     assert {r["sku"] for r in enhancements} == set(catalog.column("sku").to_pylist())
     for row in enhancements:  # x2 by one registered version, each output in the lake
         assert registered[row["model_name"]] == row["model_version"]

@@ -24,10 +24,10 @@ from skimage import data as skdata
 from sr_lake import build_sr_lake
 
 from catalog_enhance.data_contracts.enhancements import ENHANCEMENTS
-from catalog_enhance.data_contracts.layout import manifest_key
 from catalog_enhance.tasks.inference.tiling import fit_size
 from catalog_enhance.tasks.enhance import (
     EnhanceParams,
+    NoChampion,
     enhance_catalog,
     enhance_folder,
     is_transient_storage_error,
@@ -123,6 +123,10 @@ def catalog_rows_of(template) -> dict[str, dict]:
 
 
 def run(lake: Lake, **kwargs):
+    # Enhancement uses only versions the gate promoted unless one is named, and the gate may refuse
+    # these 3-step models: so tests name the models (`model=None` asks for the gate's champion).
+    kwargs.setdefault("model", "espcn")  # its newest version
+    kwargs.setdefault("style_model", "cyclegan")  # used only with style_transform
     return enhance_catalog(lake, kwargs.pop("params", EnhanceParams()), runtime=CPU, chunk_size=2, **kwargs)
 
 
@@ -131,8 +135,8 @@ def run(lake: Lake, **kwargs):
 
 def test_every_catalog_image_is_enhanced_x2_with_alpha_and_lineage(lake, template):
     summary = run(lake)
-    best = max(template["espcn"], key=lambda r: r["val_metric"])
-    assert (summary.model_version, summary.champion_source) == (best["version"], "fallback: latest registered")
+    best = template["espcn"][-1]  # "espcn" names its newest version
+    assert (summary.model_version, summary.champion_source) == (best["version"], "requested")
     assert summary.images_considered == summary.enhanced == len(SKUS)
     assert summary.images_computed == summary.outputs_written == len(SKUS) - 1  # f-dup shares a-studio's image
     assert summary.skipped == summary.quarantined == 0 and summary.manifest_written
@@ -177,7 +181,7 @@ def test_a_rerun_writes_nothing(lake):
 def test_a_run_that_died_before_its_manifest_is_resumed_without_recomputing(lake):
     run(lake)
     outputs = {k: v for k, v in snapshot(lake).items() if k.startswith("enhanced/")}
-    lake.delete(manifest_key("enhancements"))  # died after writing images, before the manifest
+    manifests.remove(lake, "enhancements")  # died after writing images, before the manifest
     lake.delete(sorted(outputs)[0])  # ... and before one of the images
     resumed = run(lake)
     assert (resumed.resumed, resumed.images_computed, resumed.outputs_written) == (len(outputs) - 1, 1, 1)
@@ -198,12 +202,12 @@ def test_a_new_champion_re_enhances_everything_for_its_version_only(lake, templa
         assert decision.promote, decision.reason
 
     promote(v1, 1.0)
-    first = run(lake)
+    first = run(lake, model=None)
     assert (first.model_version, first.champion_source, first.enhanced) == (v1, "gate", len(SKUS))
     v1_outputs = {k: v for k, v in snapshot(lake).items() if k.startswith(f"enhanced/espcn/{v1}/")}
 
     promote(v2, 2.0)
-    second = run(lake)
+    second = run(lake, model=None)
     assert (second.model_version, second.champion_source) == (v2, "gate")
     assert second.enhanced == len(SKUS) and second.skipped == 0 and second.outputs_written == len(SKUS) - 1
     after = snapshot(lake)
@@ -216,7 +220,7 @@ def test_a_new_champion_re_enhances_everything_for_its_version_only(lake, templa
     # Asking for the old version again, or re-running the new champion: nothing to do.
     old = run(lake, model=v1)
     assert (old.model_version, old.champion_source, old.enhanced, old.skipped) == (v1, "requested", 0, len(SKUS))
-    assert run(lake).enhanced == 0
+    assert run(lake, model=None).enhanced == 0
     assert snapshot(lake) == after
 
 
@@ -229,10 +233,11 @@ def test_a_x2_night_never_picks_a_x3_model_even_a_champion(lake, template):
                                  baseline=0.0, dataset_hash="test")
     assert decision.promote, decision.reason
 
-    x2 = run(lake)  # default scale 2: the x3 champion does not fit; the best x2 version is used
-    assert x2.model_version != x3["version"] and x2.champion_source == "fallback: latest registered"
-    assert x2.model_version in {r["version"] for r in template["espcn"]}
-    assert run(lake, params=EnhanceParams(scale=3)).model_version == x3["version"]
+    # Default scale 2: the x3 champion does not fit, and no x2 version was gated: nothing is used
+    # behind the caller's back, the error says what to name.
+    with pytest.raises(NoChampion, match=r"no gated champion for x2 sr .*is not a x2 model; name a model with --model espcn"):
+        run(lake, model=None)
+    assert run(lake, params=EnhanceParams(scale=3), model=None).model_version == x3["version"]
     assert run(lake, model=v1).model_version == v1
     with pytest.raises(ValueError, match="x3 model but scale=2"):
         run(lake, model=x3["version"])
@@ -357,22 +362,22 @@ def test_enhance_folder_enhances_the_images_and_reports_the_rest(lake, tmp_path,
     (folder / "notes.png").write_text("not an image, whatever the name says")
     (folder / "readme.txt").write_text("ignored: not an image extension")
     params = EnhanceParams()
-    _, models = load_for_params(lake, params, runtime=CPU)
+    _, models = load_for_params(lake, params, model="espcn", runtime=CPU)
 
     monkeypatch.chdir(tmp_path)  # a relative folder, as typed on the command line
     result = enhance_folder("inputs", Path("out"), models, params, runtime=CPU,
                             settings=load_settings(lake_url=lake.root))
     assert (result.enhanced, result.failed) == (2, 1)
-    cutout = load_image((tmp_path / "out" / "cutout.png").read_bytes())
-    photo = load_image((tmp_path / "out" / "photo.png").read_bytes())
+    cutout = load_image((tmp_path / "out" / "cutout.png.png").read_bytes())
+    photo = load_image((tmp_path / "out" / "photo.jpg.png").read_bytes())
     assert cutout.shape == (40, 40, 4) and (cutout[:, :16, 3] == 0).all()
     assert photo.shape == (36, 52, 3)
-    assert not (tmp_path / "out" / "notes.png").exists()
+    assert not (tmp_path / "out" / "notes.png.png").exists()
     with result.summary_path.open() as handle:
         summary = {row["input"]: row for row in csv.DictReader(handle)}
     assert set(summary) == {"cutout.png", "photo.jpg", "notes.png"}
     assert summary["notes.png"]["status"] == "failed" and summary["notes.png"]["reason"] == "not_an_image"
-    assert summary["photo.jpg"]["output"] == "photo.png" and summary["photo.jpg"]["width"] == "52"
+    assert summary["photo.jpg"]["output"] == "photo.jpg.png" and summary["photo.jpg"]["width"] == "52"
 
 
 def test_enhance_folder_takes_a_feed_and_names_outputs_by_sku(lake, template, tmp_path):
@@ -382,7 +387,7 @@ def test_enhance_folder_takes_a_feed_and_names_outputs_by_sku(lake, template, tm
                     f"shoe/1,{shop / 'b.png'},toys,lifestyle\n"
                     f"shoe/2,{shop / 'missing.png'},toys,studio\n")
     params = EnhanceParams(target_long_side=40)
-    _, models = load_for_params(lake, params, runtime=CPU)
+    _, models = load_for_params(lake, params, model="espcn", runtime=CPU)
     # The images live outside the feed's folder: allowed only because that folder is a local root.
     refused = enhance_folder(str(feed), tmp_path / "refused", models, params, runtime=CPU,
                              settings=load_settings(lake_url=lake.root))
@@ -390,7 +395,7 @@ def test_enhance_folder_takes_a_feed_and_names_outputs_by_sku(lake, template, tm
     result = enhance_folder(str(feed), tmp_path / "out", models, params, runtime=CPU,
                             settings=load_settings(lake_url=lake.root, local_roots=[str(shop)]))
     assert (result.enhanced, result.failed) == (1, 1)
-    assert max(load_image((tmp_path / "out" / "shoe_1.png").read_bytes()).shape[:2]) == 40
+    assert max(load_image((tmp_path / "out" / "shoe%2F1.png").read_bytes()).shape[:2]) == 40
     reasons = {item["input"]: item["reason"] for item in result.items}
     assert reasons == {"row 1 (SKU shoe/1)": "", "row 2 (SKU shoe/2)": "not_found"}
 
@@ -413,23 +418,24 @@ def test_the_flow_ingests_a_feed_enhances_and_leaves_its_artifacts(lake, templat
     from catalog_enhance.flows.enhance import enhance
 
     # The flow ingests the feed first; the ingested image of b-life is then found broken.
-    lake.delete(manifest_key("catalog"))
+    manifests.remove(lake, "catalog")
     broken_key = catalog_rows_of(template)["b-life"]["image_key"]
     lake.write_bytes(broken_key, b"garbage")
-    summary = enhance(feed=str(template["feed"]), lake_url=lake.root, chunk_size=2, device="cpu")
+    # The model named: the gate may refuse these tiny test models (and enhancement never falls back).
+    summary = enhance(feed=str(template["feed"]), lake_url=lake.root, chunk_size=2, device="cpu", model="espcn")
     assert summary.images_considered == len(SKUS) and summary.enhanced == len(SKUS) - 1
-    assert summary.quarantined == 1 and summary.champion_source == "fallback: latest registered"
+    assert summary.quarantined == 1 and summary.champion_source == "requested"
     assert all(lake.exists(r["output_key"]) for r in manifests.read(lake, "enhancements").to_pylist())
 
     artifacts = _artifacts_of(summary.run_id)
     assert {"enhance-summary", "enhance-progress", "enhance-quarantine"} <= set(artifacts)
     assert artifacts["enhance-progress"]["data"] == 100.0
     assert summary.model_version in artifacts["enhance-summary"]["data"]
-    assert "fallback: latest registered" in artifacts["enhance-summary"]["data"]
+    assert "requested" in artifacts["enhance-summary"]["data"]
     assert "b-life" in str(artifacts["enhance-quarantine"]["data"])
 
     before = snapshot(lake)
-    again = enhance(lake_url=lake.root, chunk_size=2, device="cpu")
+    again = enhance(lake_url=lake.root, chunk_size=2, device="cpu", model="espcn")
     assert (again.enhanced, again.skipped, again.quarantined) == (0, len(SKUS) - 1, 1)
     assert snapshot(lake) == before
 
@@ -449,14 +455,15 @@ def test_the_fan_out_on_a_local_dask_cluster_writes_the_same_bytes_as_threads(te
 
     monkeypatch.delenv("CE_DASK_ADDRESS", raising=False)
     threads = enhance.with_options(task_runner=task_runner_for(load_settings(lake_url=str(lakes["threads"]))))(
-        lake_url=str(lakes["threads"]), chunk_size=2, device="cpu")
+        lake_url=str(lakes["threads"]), chunk_size=2, device="cpu", model="espcn")
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         monkeypatch.setenv("CE_DASK_ADDRESS", cluster.scheduler_address)
         runner = task_runner_for(load_settings(lake_url=str(lakes["dask"])))
         assert isinstance(runner, DaskTaskRunner)
         with get_task_stream(client) as stream:
-            dask = enhance.with_options(task_runner=runner)(lake_url=str(lakes["dask"]), chunk_size=2, device="cpu")
+            dask = enhance.with_options(task_runner=runner)(lake_url=str(lakes["dask"]), chunk_size=2, device="cpu",
+                                                            model="espcn")
         workers = set(client.scheduler_info()["workers"])
 
     # Five distinct images in chunks of two: three chunks, each a Dask task on a worker process,

@@ -10,13 +10,13 @@ from evaluation_lake import TEST_CLASSIFIER, copy_lake, train_and_register
 
 from catalog_enhance.flows.rendering import evaluation_markdown
 from catalog_enhance.data_contracts.evaluations import EVALUATIONS
-from catalog_enhance.data_contracts.layout import manifest_key
+from catalog_enhance.tasks.lake import manifests
 from catalog_enhance.data_contracts.model_registry import MODELS
 from catalog_enhance.tasks.evaluate.report import write_evaluation_report
 from catalog_enhance.tasks.evaluate.feature_extractor import ClassifierSettings
 from catalog_enhance.tasks.lake.champions import current_champion, read_evaluations
 from catalog_enhance.tasks.evaluate.pipeline import evaluate_pending, pending_versions
-from catalog_enhance.tasks.lake.model_registry import list_versions, read_registry
+from catalog_enhance.tasks.lake.model_registry import list_versions
 
 SETTINGS = ClassifierSettings(**TEST_CLASSIFIER)
 
@@ -35,7 +35,7 @@ def register_broken_version(lake, name: str) -> str:
     """A registry row whose checkpoint does not exist (a deleted or never-uploaded file)."""
     row = dict(list_versions(lake, name)[-1])
     row.update(version=f"{name}-20990101000000-broken0", checkpoint_key=f"checkpoints/{name}/gone/final.pt")
-    lake.write_table(manifest_key("models"), pa.concat_tables([read_registry(lake), MODELS.table([row])]))
+    manifests.append(lake, "models", MODELS.table([row]))
     return row["version"]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from catalog_enhance.data_contracts.contracts import CONTRACTS, ContractError
 from catalog_enhance.data_contracts.evaluations import EVALUATIONS
-from catalog_enhance.data_contracts.layout import manifest_key
+from catalog_enhance.tasks.lake import manifests
 from catalog_enhance.models import get_spec, list_models
 from catalog_enhance.tasks.kinds import get_kind, kind_names
 from catalog_enhance.tasks.evaluate.gate import (
@@ -94,7 +94,7 @@ def test_a_regression_never_replaces_the_champion_over_a_sequence(lake):
 
     table = read_evaluations(lake)
     assert EVALUATIONS.validate(table) == []
-    assert EVALUATIONS.stored_version(lake.read_table(manifest_key("evaluations"))) == EVALUATIONS.version
+    assert EVALUATIONS.stored_version(manifests.read(lake, "evaluations")) == EVALUATIONS.version
     rows = table.to_pylist()
     assert len(rows) == len(sequence)  # every decision recorded, refused ones too
     assert [r["promoted"] for r in rows] == [False, True, False, False, True, False, False]

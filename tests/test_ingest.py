@@ -18,6 +18,7 @@ import pytest
 from image_fixtures import corrupt_png, encode, noise, png_bomb
 
 from catalog_enhance.data_contracts.contracts import CATALOG, QUARANTINE
+from catalog_enhance.tasks.lake import manifests
 from catalog_enhance.data_contracts.layout import manifest_key
 from catalog_enhance.tasks.sources import uris as sources
 from catalog_enhance.tasks.imaging.codec import load_image
@@ -59,13 +60,13 @@ def lake_state(lake) -> dict[str, int]:
 
 
 def catalog_of(lake):
-    table = lake.read_table(manifest_key("catalog"))
+    table = manifests.read(lake, "catalog")
     CATALOG.check(table)
     return table
 
 
 def quarantine_of(lake):
-    table = lake.read_table(manifest_key("quarantine"))
+    table = manifests.read(lake, "quarantine")
     QUARANTINE.check(table)
     return table
 
@@ -161,7 +162,7 @@ def test_identical_duplicates_are_merged_silently(shop, lake):
     feed = write_feed(shop / "feed.csv", GOOD + [GOOD[0], GOOD[0]])
     summary = ingest_feed(lake, settings_for(lake), feed)
     assert summary.duplicates_dropped == 2 and summary.quarantined == 0
-    assert catalog_of(lake).num_rows == 3 and not lake.exists(manifest_key("quarantine"))
+    assert catalog_of(lake).num_rows == 3 and not manifests.exists(lake, "quarantine")
 
 
 def test_second_run_reads_and_writes_nothing(shop, lake, monkeypatch):
@@ -244,7 +245,7 @@ def test_unparseable_jsonl_line_is_quarantined_not_fatal(shop, lake):
     write_feed(feed, GOOD)
     feed.write_text(feed.read_text() + "{not json\n[1, 2]\n")
     summary = ingest_feed(lake, settings_for(lake), str(feed))
-    assert summary.ingested_new == 3 and summary.by_reason == {"missing_field": 2}
+    assert summary.ingested_new == 3 and summary.by_reason == {"malformed_row": 2}
     assert sorted(quarantine_of(lake)["feed_row"].to_pylist()) == [4, 5]
 
 
@@ -385,7 +386,7 @@ def test_a_failing_batch_fails_the_flow(prefect_harness, shop, lake, monkeypatch
     assert state.is_failed()
     with pytest.raises(OSError, match="lake unreachable"):
         state.result()
-    assert not lake.exists(manifest_key("catalog"))
+    assert not manifests.exists(lake, "catalog")
 
 
 @pytest.mark.s3

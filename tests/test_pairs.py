@@ -15,8 +15,15 @@ import pytest
 from PIL import Image
 
 from catalog_enhance.data_contracts.contracts import CATALOG, PAIRS, QUARANTINE
-from catalog_enhance.data_contracts.layout import manifest_key, normalized_image_key, original_image_key
-from catalog_enhance.tasks.imaging.degrade import BicubicStage, DegradationConfig, NoiseStage
+from catalog_enhance.data_contracts.layout import normalized_image_key, original_image_key
+from catalog_enhance.tasks.imaging.degrade import (
+    BicubicStage,
+    DegradationConfig,
+    NoiseStage,
+    canonical_json,
+    config_hash,
+    named_degradation,
+)
 from catalog_enhance.flows.rendering import counts_markdown
 from catalog_enhance.tasks.lake import manifests
 from catalog_enhance.tasks.catalog.pairs_config import PairsConfig
@@ -89,7 +96,8 @@ def _catalog(lake, specs):
             }
         )
     table = CATALOG.table(rows)
-    lake.write_table(manifest_key("catalog"), table)
+    manifests.remove(lake, "catalog")
+    manifests.append(lake, "catalog", table)
     return table
 
 
@@ -285,7 +293,7 @@ def test_bad_images_are_quarantined_while_others_pair(lake):
     assert all(q["stage"] == "pairs" for q in result.quarantine)
 
     assert record_quarantine(lake, result.quarantine, run_id="run-1") == 5
-    table = lake.read_table(manifest_key("quarantine"))
+    table = manifests.read(lake, "quarantine")
     assert QUARANTINE.validate(table) == [] and table.num_rows == 5
     # The re-run finds the same problems but appends nothing and writes nothing.
     before = _snapshot(lake)
@@ -344,7 +352,7 @@ def test_flow_makes_pairs_then_nothing_on_rerun(lake, prefect_harness):
     manifest = manifests.read(lake, "pairs")
     assert PAIRS.validate(manifest) == [] and manifest.num_rows == 9
     assert "label_material" in manifest.column_names
-    quarantine = lake.read_table(manifest_key("quarantine"))
+    quarantine = manifests.read(lake, "quarantine")
     assert quarantine.num_rows == 3 and set(quarantine.column("sku").to_pylist()) == {"tiny"}
     assert all(quarantine.column("run_id").to_pylist())
 
@@ -353,3 +361,69 @@ def test_flow_makes_pairs_then_nothing_on_rerun(lake, prefect_harness):
     assert again.pairs_written == 0 and again.skipped_existing == 9
     assert again.quarantine_appended == 0 and not again.manifest_written
     assert _snapshot(lake) == before
+
+
+def test_flow_and_cli_make_pairs_with_a_named_degradation(lake, prefect_harness):
+    """`--degradation realistic`: the manifest records the config's canonical JSON, under its own
+    pairs config hash, next to the bicubic pairs of the same HR crops."""
+    from typer.testing import CliRunner
+
+    from catalog_enhance.flows import cli
+    from catalog_enhance.flows.pairs import make_pairs
+    from catalog_enhance.tasks.evaluate.sr_test import pairs_degradation
+
+    _catalog(lake, [{"sku": "a", "h": 40, "w": 40, "seed": 1}, {"sku": "b", "h": 40, "w": 40, "seed": 2}])
+    config = PairsConfig(hr_size=36, crops_per_image=1)
+    bicubic = make_pairs(lake_url=lake.root, config=config)
+    realistic = make_pairs(lake_url=lake.root, config=config, degradation="realistic")
+    assert bicubic.pairs_written == realistic.pairs_written == 6
+    manifest = manifests.read(lake, "pairs")
+    assert PAIRS.validate(manifest) == [] and manifest.num_rows == 12
+    by_json = Counter(manifest.column("degradation").to_pylist())
+    recorded = canonical_json(named_degradation("realistic"))
+    assert by_json == {canonical_json(DegradationConfig()): 6, recorded: 6}
+    assert '"final"' in recorded and '"resize"' in recorded and '"sinc"' in recorded
+    rows = manifest.to_pylist()
+    real_hash = config.model_copy(update={"degradation": named_degradation("realistic")}).config_hash
+    assert {r["config_hash"] for r in rows if r["degradation"] == recorded} == {real_hash} != {config.config_hash}
+    # Same HR crops, a different (degraded) LR of the exact same size.
+    pairs = {(r["sku"], r["scale"], r["config_hash"]): r for r in rows}
+    for sku in ("a", "b"):
+        for scale in (2, 3, 4):
+            clean, real = pairs[(sku, scale, config.config_hash)], pairs[(sku, scale, real_hash)]
+            assert np.array_equal(_decode(lake, clean["hr_key"]), _decode(lake, real["hr_key"]))
+            clean_lr, real_lr = _decode(lake, clean["lr_key"]), _decode(lake, real["lr_key"])
+            assert clean_lr.shape == real_lr.shape == (real["lr_height"], real["lr_width"], 3)
+            assert np.abs(clean_lr.astype(int) - real_lr).mean() > 2
+    # Evaluation reads the recorded config back (here the latest made: the default hr_size's absent).
+    assert pairs_degradation(lake) == named_degradation("realistic")
+
+    # The CLI on a new lake: only realistic pairs, at the default pairs config.
+    other = lake.root + "-cli"
+    from catalog_enhance.tasks.lake.storage import Lake
+
+    cli_lake = Lake.from_url(other)
+    _catalog(cli_lake, [{"sku": "a", "h": 40, "w": 40, "seed": 1}])
+    result = CliRunner().invoke(cli.app, ["pairs", "--degradation", "realistic", "--lake", other])
+    assert result.exit_code == 0, result.output
+    cli_manifest = manifests.read(cli_lake, "pairs")
+    assert set(cli_manifest.column("degradation").to_pylist()) == {recorded}
+    assert cli_manifest.num_rows == 3 and pairs_degradation(cli_lake) == named_degradation("realistic")
+    assert config_hash(pairs_degradation(cli_lake)) == config_hash(named_degradation("realistic"))
+
+
+def test_cli_unknown_degradation_is_one_line_exit_2_listing_the_known_ones(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import catalog_enhance.flows.pairs
+    from catalog_enhance.flows import cli
+
+    def tripwire(*args, **kwargs):
+        raise AssertionError("the flow started before the unknown degradation was reported")
+
+    monkeypatch.setattr(catalog_enhance.flows.pairs, "make_pairs", tripwire)
+    result = CliRunner().invoke(cli.app, ["pairs", "--degradation", "realstic", "--lake", str(tmp_path / "lake")])
+    lines = result.output.splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0] == "configuration error: unknown degradation 'realstic'; known: bicubic, light, realistic"
+    assert not (tmp_path / "lake").exists()  # found before the lake was touched

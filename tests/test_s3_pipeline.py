@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 from catalog_enhance.data_contracts.contracts import CATALOG, PAIRS
-from catalog_enhance.data_contracts.layout import manifest_key
 from catalog_enhance.flows.ingest import ingest_catalog
 from catalog_enhance.flows.pairs import make_pairs
 from catalog_enhance.tasks.catalog.pairs_config import PairsConfig
 from catalog_enhance.demo_data.sample_catalog import build_sample_catalog
+from catalog_enhance.tasks.lake import manifests
 from catalog_enhance.tasks.lake.storage import Lake
 
 pytestmark = pytest.mark.s3
@@ -42,16 +42,19 @@ def test_ingest_and_pairs_on_s3(tmp_path, s3_server, s3_lake_url, prefect_harnes
     assert pairs.pairs_written > 0
 
     options = {"client_kwargs": {"endpoint_url": s3_server}, "key": "testing", "secret": "testing"}
-    catalog = pd.read_parquet(f"{s3_lake_url}/{manifest_key('catalog')}", storage_options=options)
-    pair_rows = pd.read_parquet(f"{s3_lake_url}/{manifest_key('pairs')}", storage_options=options)
+    lake = Lake.from_url(s3_lake_url)
+    # Another tool reads a manifest's snapshot from the part URIs its log entry names.
+    catalog = pd.concat([pd.read_parquet(uri, storage_options=options)
+                         for uri in manifests.snapshot_uris(lake, "catalog")])
+    pair_rows = pd.concat([pd.read_parquet(uri, storage_options=options)
+                           for uri in manifests.snapshot_uris(lake, "pairs")])
     assert len(catalog) == sample.n_images
     assert set(catalog["style"]) >= {"studio", "lifestyle"}
     assert len(pair_rows) == pairs.pairs_written
     assert set(pair_rows["scale"]) == {2, 4}
 
-    lake = Lake.from_url(s3_lake_url)
-    assert CATALOG.validate(lake.read_table(manifest_key("catalog"))) == []
-    assert PAIRS.validate(lake.read_table(manifest_key("pairs"))) == []
+    assert CATALOG.validate(manifests.read(lake, "catalog")) == []
+    assert PAIRS.validate(manifests.read(lake, "pairs")) == []
     # Every key the manifests name is really in the bucket.
     keys = set(lake.list())
     assert set(catalog["image_key"]) | set(catalog["original_key"]) <= keys

@@ -20,11 +20,12 @@ from catalog_enhance.data_contracts.contracts import (
 )
 from catalog_enhance.data_contracts.layout import (
     UnsafeKeyError,
-    manifest_key,
+    legacy_manifest_key,
     normalized_image_key,
     original_image_key,
     safe_key,
 )
+from catalog_enhance.tasks.lake import manifests
 from catalog_enhance.tasks.lake.storage import Lake
 
 SHA = "ab" * 32
@@ -86,9 +87,9 @@ def test_write_if_absent_and_tables_round_trip(lake):
     assert lake.write_bytes_if_absent("x/y.bin", b"two") is False
     assert lake.read_bytes("x/y.bin") == b"one"
     table = QUARANTINE.table([_quarantine_row("corrupt")])
-    lake.write_table(manifest_key("quarantine"), table)
-    assert lake.read_table(manifest_key("quarantine")).equals(table)
-    assert lake.list() == [manifest_key("quarantine"), "x/y.bin"]
+    lake.write_table(legacy_manifest_key("quarantine"), table)
+    assert lake.read_table(legacy_manifest_key("quarantine")).equals(table)
+    assert lake.list() == [legacy_manifest_key("quarantine"), "x/y.bin"]
 
 
 # -- keys ------------------------------------------------------------------------------------
@@ -167,10 +168,13 @@ def test_table_level_problems_have_no_row():
 
 
 def test_schema_version_is_stored_in_the_parquet_metadata(lake):
-    lake.write_table(manifest_key("catalog"), CATALOG.table([_catalog_row()]))
-    with lake.fs.open(lake.path(manifest_key("catalog")), "rb") as handle:
+    manifests.append(lake, "catalog", CATALOG.table([_catalog_row()]))
+    snap = manifests.snapshot(lake, "catalog")
+    assert snap.schema_version == CATALOG.version  # in the log entry, and in every part
+    (part,) = snap.parts
+    with lake.fs.open(lake.path(part), "rb") as handle:
         metadata = pq.read_schema(handle).metadata
     assert metadata[b"schema_version"] == CATALOG.version.encode()
     assert metadata[b"contract"] == b"catalog_manifest"
-    assert CATALOG.stored_version(lake.read_table(manifest_key("catalog"))) == CATALOG.version
+    assert CATALOG.stored_version(manifests.read(lake, "catalog")) == CATALOG.version
     assert CATALOG.stored_version(pa.table({"x": [1]})) is None

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sr_lake import build_sr_lake, photo_crops, write_sr_pairs
 
-from catalog_enhance.data_contracts.layout import manifest_key
+from catalog_enhance.tasks.lake import manifests
 from catalog_enhance.tasks.imaging.codec import load_rgb
 from catalog_enhance.tasks.imaging.resize import imresize, rgb_to_y
 from catalog_enhance.tasks.runtime import select_runtime
@@ -33,7 +33,7 @@ def test_read_pairs_filters_split_and_scale(lake):
     train = read_pairs(lake, split="train", scale=2)
     assert train["pair_id"].to_pylist() == [rows[0]["pair_id"], rows[2]["pair_id"]]
     assert read_pairs(lake, split="train", scale=3).num_rows == 0
-    lake.delete(manifest_key("pairs"))
+    manifests.remove(lake, "pairs")
     with pytest.raises(FileNotFoundError, match="pairs stage"):
         read_pairs(lake, split="train", scale=2)
 

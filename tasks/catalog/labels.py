@@ -15,15 +15,45 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from catalog_enhance.data_contracts.contracts import LABEL_PREFIX
+from catalog_enhance.data_contracts.contracts import LABEL_PREFIX, MISSING_VALUES
 
 # Index 0 of every vocabulary column: a missing (null/empty) label, and, on request, a label the
 # vocabulary has never seen. Reserving it keeps `encode` total for rows with a missing label_*.
 UNKNOWN_LABEL = "<unknown>"
 
 
+def is_missing_label(value: object) -> bool:
+    """None, empty, or a spelling of "no value" (NaN, null, None, N/A): feeds read these as missing
+    since issue 11; a catalog ingested before may still hold them as text."""
+    return value is None or not str(value).strip() or str(value).strip().lower() in MISSING_VALUES
+
+
 class CatalogDataError(ValueError):
     """The catalog cannot provide what training asked for (no manifest, no rows, bad filter...)."""
+
+
+class NotTrainableHere(CatalogDataError):
+    """A model cannot train on this catalog (its labels, too few images...): found by the data check
+    before training starts. Not a bug and not worth a retry: the nightly skips the model with the reason."""
+
+    def __init__(self, model: str, reason: str):
+        super().__init__(f"{model} cannot train on this catalog: {reason}")
+        self.model, self.reason = model, reason
+
+    def __reduce__(self):  # pickled across processes (Dask, Prefect results) with both fields
+        return type(self), (self.model, self.reason)
+
+
+class NotEvaluableHere(CatalogDataError):
+    """A version cannot be evaluated on this catalog's test split (no matching images...): it stays
+    pending, with the reason, and the other versions are evaluated."""
+
+    def __init__(self, version: str, reason: str):
+        super().__init__(f"{version} cannot be evaluated on this catalog: {reason}")
+        self.version, self.reason = version, reason
+
+    def __reduce__(self):
+        return type(self), (self.version, self.reason)
 
 
 
@@ -107,7 +137,7 @@ class LabelVocabulary:
         resolved = tuple(resolve_label_column(table, c) for c in columns)
         labels = []
         for column in resolved:
-            seen = {v for v in table.column(column).to_pylist() if v is not None and v.strip()}
+            seen = {v for v in table.column(column).to_pylist() if not is_missing_label(v)}
             labels.append((UNKNOWN_LABEL, *sorted(seen - {UNKNOWN_LABEL})))
         return cls(resolved, tuple(labels))
 
@@ -133,7 +163,7 @@ class LabelVocabulary:
         codes = torch.zeros((n, len(self.columns)), dtype=torch.long)
         for j, (column, index, column_values) in enumerate(zip(self.columns, self._index, values)):
             for i, value in enumerate(column_values):
-                if value is None or not str(value).strip():
+                if is_missing_label(value):
                     continue
                 code = index.get(value)
                 if code is None:

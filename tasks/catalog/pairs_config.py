@@ -6,8 +6,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from catalog_enhance.tasks.catalog.splits import DEFAULT_SPLIT_SALT, SplitFractions
-from catalog_enhance.tasks.imaging.degrade import DegradationConfig
-from catalog_enhance.tasks.imaging.degrade import config_hash as hash_of_config
+from catalog_enhance.tasks.imaging.degradation_config import DegradationConfig
+from catalog_enhance.tasks.imaging.degradation_config import config_hash as hash_of_config
 
 SUPPORTED_SCALES = (2, 3, 4)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pyarrow as pa
 import pydantic
@@ -18,11 +18,17 @@ from catalog_enhance.tasks.lake.storage import Lake
 
 log = logging.getLogger(__name__)
 
+# The fewest images a generative model (GAN, CycleGAN domain) is trained on.
+MIN_TRAIN_IMAGES = 2
+
 class CatalogDataOptions(pydantic.BaseModel):
     """The ``TrainConfig.data`` keys every catalog-image trainer understands; trainers subclass it
     with their own keys. Unknown keys are refused, so a typo is an error, not a silent default."""
 
     model_config = pydantic.ConfigDict(extra="forbid")
+    # Options the catalog's label configuration fills in (`tasks.train.config.label_overrides`):
+    # "filters" (the GAN's images, where the preset filters) or "domains" (domain_x, domain_y).
+    label_configured: ClassVar[tuple[str, ...]] = ()
 
     image_size: int = pydantic.Field(64, ge=8)
     fit: Literal["pad", "crop"] = "pad"
@@ -76,6 +82,12 @@ def catalog_training_rows(
             f"no catalog rows for split={split!r}, filters={filters!r} (of {table.num_rows} latest rows)"
         )
     return rows
+
+
+def require_images(count: int, what: str, minimum: int = MIN_TRAIN_IMAGES) -> None:
+    """A generative model learns nothing from fewer than `minimum` images: say so before training."""
+    if count < minimum:
+        raise CatalogDataError(f"only {count} usable image(s) for {what}; at least {minimum} are needed")
 
 
 def domain_rows(table: pa.Table, x_filter: str | Sequence[str], y_filter: str | Sequence[str]) -> tuple[pa.Table, pa.Table]:

@@ -15,12 +15,21 @@ from catalog_enhance.tasks.enhance.choice import (
     ChosenModel,
     ModelChoice,
     ModelRef,
+    NoChampion,
     choose_model,
     choose_models,
 )
 from catalog_enhance.tasks.enhance.chunk import QUARANTINE_REASON, STAGE, ChunkResult, enhance_jobs
 from catalog_enhance.tasks.enhance.finish import FinishResult, finish_enhancement
-from catalog_enhance.tasks.enhance.folder import IMAGE_EXTENSIONS, SUMMARY_FILE, FolderResult, enhance_folder
+from catalog_enhance.tasks.enhance.folder import (
+    IMAGE_EXTENSIONS,
+    SUMMARY_FILE,
+    AdHocInputs,
+    FolderResult,
+    InputError,
+    enhance_folder,
+    open_inputs,
+)
 from catalog_enhance.tasks.enhance.image import (
     OUTPUT_PNG_COMPRESSION,
     EnhancedImage,
@@ -44,14 +53,14 @@ from catalog_enhance.tasks.enhance.run import (
     prepare_enhancement,
     summarize,
 )
-from catalog_enhance.tasks.enhance.transient import is_transient_storage_error
+from catalog_enhance.tasks.lake.transient import is_transient_storage_error
 
 __all__ = [
-    "CHAMPION_SOURCES", "IMAGE_EXTENSIONS", "OUTPUT_PNG_COMPRESSION", "QUARANTINE_REASON", "STAGE", "SUMMARY_FILE",
-    "ChosenModel", "ChunkResult", "EnhanceJob", "EnhanceParams", "EnhanceSummary", "EnhancedImage",
-    "EnhancementFailed", "EnhancementModels", "FinishResult", "FolderResult", "ModelChoice", "ModelRef",
+    "AdHocInputs", "CHAMPION_SOURCES", "IMAGE_EXTENSIONS", "OUTPUT_PNG_COMPRESSION", "QUARANTINE_REASON", "STAGE",
+    "SUMMARY_FILE", "ChosenModel", "ChunkResult", "EnhanceJob", "EnhanceParams", "EnhanceSummary", "EnhancedImage",
+    "EnhancementFailed", "EnhancementModels", "FinishResult", "FolderResult", "InputError", "NoChampion", "ModelChoice", "ModelRef",
     "PreparedEnhancement", "SkuRef", "check_models", "choose_model", "choose_models", "default_chunk_size",
     "enhance_catalog", "enhance_folder", "enhance_image", "enhance_jobs", "enhance_to_png", "finish_enhancement",
     "inference_runtime", "is_transient_storage_error", "load_for_params", "load_model", "load_models",
-    "plan_enhancement", "prepare_enhancement", "summarize",
+    "open_inputs", "plan_enhancement", "prepare_enhancement", "summarize",
 ]

@@ -1,9 +1,9 @@
 """Choosing the models of a run, as registry references (`ModelRef`) tasks can receive.
 
-Which model: the SR champion recorded by the evaluation gate (`current_champion(lake, "sr")`);
-until the gate has promoted one, the registered SR version with the best validation metric
-(newest among equals), reported as `champion_source = "fallback: latest registered"`; or the
-version a caller names. The optional studio transform is the CycleGAN champion (same rules),
+Which model: the SR champion recorded by the evaluation gate (`current_champion(lake, "sr")`), or
+the model or version a caller names. Nothing else: until the gate has promoted a version there is
+no default, `NoChampion` says so (a version the gate refused, or never judged, is never picked
+behind the caller's back). The optional studio transform is the CycleGAN champion (same rules),
 whose X->Y generator runs on the super-resolved RGB (alpha passes through) of the catalog
 images in the model's domain X (its `domain_x` filter, `style=lifestyle` by default).
 """
@@ -11,7 +11,6 @@ images in the model's domain X (its `domain_x` filter, `style=lifestyle` by defa
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 
 from catalog_enhance.tasks.enhance.params import EnhanceParams
@@ -21,7 +20,18 @@ from catalog_enhance.tasks.lake.champions import current_champion
 from catalog_enhance.tasks.lake.model_registry import list_versions
 from catalog_enhance.tasks.lake.storage import Lake
 
-CHAMPION_SOURCES = ("gate", "fallback: latest registered", "requested")
+CHAMPION_SOURCES = ("gate", "requested")
+
+
+class NoChampion(LookupError):
+    """No version of a kind was promoted by the gate (at the asked scale) and none was named."""
+
+    def __init__(self, message: str, kind: str = ""):
+        super().__init__(message)
+        self.kind = kind
+
+    def __reduce__(self):  # crosses processes (Prefect results, Dask) with its kind
+        return type(self), (str(self), self.kind)
 
 
 @dataclass(frozen=True)
@@ -69,12 +79,12 @@ def _row_scale(row: dict) -> int | None:
 
 def choose_model(lake: Lake, kind: str, requested: str | None = None, *, scale: int | None = None) -> ChosenModel:
     """The version of `kind` to enhance with: `requested` (a name or version), else the gate's
-    champion, else the registered version with the best validation metric (SR: the PSNR gain
-    over bicubic, higher is better; other kinds: the newest).
+    champion; `NoChampion` when the gate has promoted none (the message names the registered
+    models the caller could name instead).
 
-    `scale` (upscaling models): the champion and the fallback must be models of that factor, so that
-    registering a x3 or x4 version never makes a x2 night pick it (a requested version is taken
-    as asked and checked later, by `check_models`).
+    `scale` (upscaling models): the champion must be a model of that factor, so that promoting
+    a x3 or x4 version never makes a x2 night use it (a requested version is taken as asked and
+    checked later, by `check_models`).
     """
     if requested:
         row = find_version(lake, requested)
@@ -82,34 +92,27 @@ def choose_model(lake: Lake, kind: str, requested: str | None = None, *, scale: 
             raise ValueError(f"{requested!r} is a {row['kind']} model ({row['version']}), not a {kind} model")
         return ChosenModel(ModelRef.from_row(row), "requested", f"{row['version']} was asked for")
 
-    def fits(row: dict) -> bool:
-        return scale is None or _row_scale(row) == scale
-
     champion = current_champion(lake, kind)
     if champion is not None:
         row = _registry_row(lake, champion.version)
-        if fits(row):
+        if scale is None or _row_scale(row) == scale:
             return ChosenModel(ModelRef.from_row(row), "gate",
                                f"champion since {champion.promoted_at:%Y-%m-%d %H:%M} UTC: {champion.reason}")
-    rows = [r for r in list_versions(lake) if r["kind"] == kind and r["status"] != "retired" and fits(r)]
-    if not rows:
-        wanted = f"x{scale} {kind}" if scale is not None else kind
-        raise LookupError(f"no registered {wanted} model in the lake: train one first (catalog-enhance train)")
-    if scale is not None:  # an upscaling model: the best validation metric of that scale
-        def rank(item):
-            index, row = item
-            metric = row["val_metric"]
-            return (metric if metric is not None and math.isfinite(metric) else -math.inf, index)
+    raise NoChampion(no_champion_message(lake, kind, scale, champion.version if champion else None), kind)
 
-        row = max(enumerate(rows), key=rank)[1]
-        figure = "no validation metric" if row["val_metric"] is None else f"{row['val_metric_name']} {row['val_metric']:+.3f}"
-        why = "no champion recorded by the evaluation gate yet" if champion is None else \
-            f"the champion {champion.version} is not a x{scale} model"
-        reason = f"{why}; best validation metric of {len(rows)} registered ({figure})"
-    else:
-        row = rows[-1]
-        reason = f"no champion recorded by the evaluation gate yet; newest of {len(rows)} registered"
-    return ChosenModel(ModelRef.from_row(row), "fallback: latest registered", reason)
+
+def no_champion_message(lake: Lake, kind: str, scale: int | None, champion: str | None = None) -> str:
+    """One line: why there is no model to use, and what to do about it."""
+    wanted = f"x{scale} {kind}" if scale is not None else kind
+    names = sorted({r["name"] for r in list_versions(lake) if r["kind"] == kind
+                    and (scale is None or _row_scale(r) == scale)})
+    why = (f"the {kind} champion {champion} is not a x{scale} model" if champion else
+           "the evaluation gate has promoted no version (catalog-enhance evaluate)")
+    option = "--model" if kind == kind_for_role("upscale").name else "style_model="
+    hint = (f"name a model with {option}{'' if option.endswith('=') else ' '}{names[0]} "
+            f"(registered: {', '.join(names)})" if names else
+            "no such model is registered either: train one first (catalog-enhance train)")
+    return f"no gated champion for {wanted} in {lake.root_uri}: {why}; {hint}"
 
 
 def choose_models(lake: Lake, params: EnhanceParams, *, model: str | None = None,

@@ -19,6 +19,12 @@ import torch
 from catalog_enhance.tasks.enhance.loaded import EnhancementModels
 from catalog_enhance.tasks.enhance.params import EnhanceParams, inference_runtime
 from catalog_enhance.tasks.imaging.codec import encode_png
+from catalog_enhance.tasks.imaging.png_writer import encode_png_rows
+from catalog_enhance.tasks.inference.streaming import (
+    RowBands,
+    super_resolve_bands,
+    super_resolve_bands_to_long_side,
+)
 from catalog_enhance.tasks.inference.tiling import TileError, super_resolve, super_resolve_to_long_side
 from catalog_enhance.tasks.inference.translate import TRANSLATION_TILING, translate_full_resolution
 from catalog_enhance.tasks.runtime import Runtime
@@ -71,6 +77,34 @@ def enhance_image(pixels: np.ndarray, models: EnhancementModels, params: Enhance
     return out
 
 
+def enhance_image_bands(pixels: np.ndarray, models: EnhancementModels, params: EnhanceParams,
+                        runtime: Runtime) -> RowBands:
+    """`enhance_image` without the studio transform, produced lazily in row bands: only one
+    band of tiles is ever float (`tasks.inference.streaming`); the same pixels."""
+    runtime = inference_runtime(runtime)
+    if params.target_long_side is not None:
+        return super_resolve_bands_to_long_side(pixels, {models.scale: models.sr.module}, params.target_long_side,
+                                                channels=models.channels, tiling=params.tiling, runtime=runtime)
+    assert params.scale is not None  # EnhanceParams has a scale or a target_long_side (`_one_size`)
+    return super_resolve_bands(pixels, models.sr.module, scale=params.scale, channels=models.channels,
+                               tiling=params.tiling, runtime=runtime)
+
+
+def _encode(pixels: np.ndarray, models: EnhancementModels, params: EnhanceParams, runtime: Runtime,
+            style: bool) -> tuple[bytes, int, int, int]:
+    """PNG bytes, width, height, channels. Without the studio transform the image is encoded
+    as its bands come, so neither it nor a float copy of it is ever held whole (a 12 MP photo
+    at x2 peaked at 3.2 GB that way; bench/enhance_memory.py). The transform needs the whole
+    super-resolved image (its thumbnail statistics), so that path builds it."""
+    if style:
+        out = enhance_image(pixels, models, params, runtime, style=True)
+        height, width, channels = out.shape
+        return encode_png(out, **OUTPUT_PNG_COMPRESSION), width, height, channels
+    bands = enhance_image_bands(pixels, models, params, runtime)
+    png = encode_png_rows(bands.bands, bands.width, bands.height, bands.channels, **OUTPUT_PNG_COMPRESSION)
+    return png, bands.width, bands.height, bands.channels
+
+
 def _message(exc: BaseException) -> str:
     # No memory addresses: the same failure must give the same detail (quarantine de-duplication).
     return re.sub(r" at 0x[0-9a-fA-F]+", "", f"{type(exc).__name__}: {exc}")
@@ -78,14 +112,15 @@ def _message(exc: BaseException) -> str:
 
 def enhance_to_png(pixels: np.ndarray, models: EnhancementModels, params: EnhanceParams, runtime: Runtime,
                    *, style: bool = False) -> EnhancedImage:
-    """`enhance_image` then `encode_png`: the one per-image step of catalog and folder runs.
+    """`enhance_image` then `encode_png`, streamed in row bands (`_encode`): the one per-image
+    step of catalog and folder runs. The PNG bytes are the one output-sized buffer it holds.
 
     Raises `EnhancementFailed` for a failure of this image (a tile, memory, an unusable size);
     anything else (a bug) propagates.
     """
     started = time.perf_counter()
     try:
-        out = enhance_image(pixels, models, params, runtime, style=style)
+        png, width, height, channels = _encode(pixels, models, params, runtime, style)
     except (TileError, torch.OutOfMemoryError, MemoryError) as exc:
         if isinstance(exc, torch.OutOfMemoryError) or isinstance(exc.__cause__, torch.OutOfMemoryError):
             if torch.cuda.is_available():
@@ -94,6 +129,4 @@ def enhance_to_png(pixels: np.ndarray, models: EnhancementModels, params: Enhanc
         raise EnhancementFailed(f"inference failed: {_message(exc)}") from exc
     except (ValueError, RuntimeError) as exc:
         raise EnhancementFailed(f"cannot enhance: {_message(exc)}") from exc
-    png = encode_png(out, **OUTPUT_PNG_COMPRESSION)
-    height, width = out.shape[:2]
-    return EnhancedImage(png, width, height, "RGBA" if out.shape[2] == 4 else "RGB", time.perf_counter() - started)
+    return EnhancedImage(png, width, height, "RGBA" if channels == 4 else "RGB", time.perf_counter() - started)

@@ -132,7 +132,8 @@ def record_promotion(
         "value": decision.candidate,
         "higher_is_better": spec.higher_is_better,
         "baseline": spec.baseline,
-        "baseline_value": decision.baseline,
+        # None when there is nothing to compare with (a CycleGAN with no paired test product).
+        "baseline_value": decision.baseline if math.isfinite(decision.baseline) else None,
         "champion_version": champion_version,
         "champion_value": decision.champion,
         "promoted": decision.promote,

@@ -8,9 +8,10 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from catalog_enhance.tasks.catalog.labels import CatalogDataError, NotEvaluableHere
 from catalog_enhance.tasks.evaluate.feature_extractor import ClassifierSettings, FeatureExtractor, feature_extractor
 from catalog_enhance.tasks.evaluate.gan_eval import data_options
-from catalog_enhance.tasks.evaluate.gate import champion_value_on, primary_metric, record_and_gate
+from catalog_enhance.tasks.evaluate.gate import champion_value_on, primary_metric, record_and_gate, record_and_refuse
 from catalog_enhance.tasks.evaluate.results import VersionResult
 from catalog_enhance.tasks.inference.trained import TrainedModel, load_trained
 from catalog_enhance.tasks.kinds import KindEvaluation
@@ -69,12 +70,19 @@ def evaluate_generative_version(lake: Lake, row: dict, extractors: ExtractorCach
     extractor = extractors.for_size(extractor_size(trained, extractors.settings), data_options(trained).split_options())
     evaluation = measure(lake, trained, extractor)
     rows = evaluation.rows()
+    refusal = getattr(evaluation, "refusal", None)
+    if refusal:  # measured what this catalog allows; the gate's metric is not among it
+        decision = record_and_refuse(lake, model_name=row["name"], kind=kind, version=row["version"], rows=rows,
+                                     dataset_hash=evaluation.dataset_hash, reason=refusal, run_id=run_id,
+                                     baseline=float("nan"))
+        return VersionResult(row["name"], row["version"], kind, evaluation.dataset_hash, rows, decision, evaluation)
     champion_value = champion_value_on(lake, kind, evaluation.dataset_hash,
                                        lambda champion: measure(lake, champion, extractor).primary)
     if not math.isfinite(evaluation.primary_baseline):
         # Nothing recorded: the version stays pending until the test split can measure it.
-        raise ValueError(f"the baseline's {primary_metric(kind).metric} could not be computed "
-                         "(fewer than 2 test images?); nothing recorded")
+        raise NotEvaluableHere(f"{row['name']} {row['version']}",
+                               f"the baseline's {primary_metric(kind).metric} could not be computed "
+                               "(fewer than 2 test images?); nothing recorded")
     decision = record_and_gate(lake, model_name=row["name"], kind=kind, version=row["version"], rows=rows,
                                dataset_hash=evaluation.dataset_hash, candidate=evaluation.primary,
                                baseline=evaluation.primary_baseline, champion_value=champion_value, run_id=run_id)
@@ -91,6 +99,10 @@ def evaluate_generative_versions(lake: Lake, rows: Iterable[dict], extractors: E
         try:
             run.results.append(evaluate_generative_version(
                 lake, row, extractors, measure=measure, extractor_size=extractor_size, run_id=run_id))
+        except CatalogDataError as error:  # this catalog's test split cannot measure it: stays pending
+            reason = error.reason if isinstance(error, NotEvaluableHere) else str(error)
+            log.warning("%s %s not evaluated: %s", row["name"], row["version"], reason)
+            run.deferred.append(f"{row['name']} {row['version']}: {reason}")
         except Exception as error:  # noqa: BLE001 - reported; the flow fails after the rest ran
             log.exception("evaluation of %s %s failed", row["name"], row["version"])
             run.failures.append(f"{row['name']} {row['version']}: {type(error).__name__}: {error}")

@@ -5,7 +5,8 @@ MATLAB luma, border = scale); `summarize` turns the per-image table into overall
 means with the gain over bicubic and the share of images where an enhancer is worse than bicubic,
 so a report shows where a model does not help, not just its mean. `evaluate_sr_folder` does the
 same for any folder of HR photos (what `catalog-enhance evaluate-sr` runs), degrading them with
-the very pipeline that makes the training pairs.
+the very pipeline that makes the training pairs; `sr_paired` scores the user's own LR captures
+against their HR versions through the same `score_folder`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pandas as pd
 from catalog_enhance.tasks.imaging.degrade import DegradationConfig, degrade
 from catalog_enhance.tasks.inference.enhancers import Enhancer, classical_enhancers
 from catalog_enhance.tasks.imaging.metrics import SSIM_KERNEL_SIZE, psnr_y, quantize, ssim_y
-from catalog_enhance.tasks.imaging.codec import ImageRejected, decode_untrusted, load_rgb
+from catalog_enhance.tasks.imaging.codec import ImageRejected, NormalizedImage, decode_untrusted, load_rgb
 from catalog_enhance.tasks.imaging.resize import mod_crop
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 REFERENCE = "bicubic"  # gains are measured against this enhancer
 SUMMARY_SCOPES = ("category", "style")  # metadata columns summarised per value, when present
 METRICS = ("psnr_y", "ssim_y")
+SYNTHETIC, PAIRED = "synthetic", "paired"  # `mode`: LR made here by a degradation, or the user's own LR
 
 
 def evaluate_sr(
@@ -192,12 +194,13 @@ def sr_evaluation_rows(
 # -- any folder of HR photos ---------------------------------------------------------------------
 
 
-def image_files(images_dir: str | os.PathLike) -> list[Path]:
+def image_files(images_dir: str | os.PathLike, option: str = "--images") -> list[Path]:
     """Every regular file under `images_dir` (recursively, sorted, hidden files excluded); whether
-    it is an image is decided by decoding it, not by its extension."""
+    it is an image is decided by decoding it, not by its extension. `option` names the folder in
+    the error when it is not one."""
     root = Path(images_dir)
     if not root.is_dir():
-        raise NotADirectoryError(f"--images {root}: not a folder")
+        raise NotADirectoryError(f"{option} {root}: not a folder")
     return sorted(
         p for p in root.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
@@ -208,6 +211,42 @@ def _image_seed(seed: int, name: str) -> np.random.Generator:
     # Per-file stream: an image's degradation does not depend on which other files are present.
     digest = hashlib.sha256(name.encode()).digest()
     return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
+
+
+def decode_limits() -> tuple[int, int]:
+    """(max_pixels, max_bytes) of the settings: the limits catalog ingestion decodes under."""
+    from catalog_enhance.tasks.lake.settings import load_settings
+
+    settings = load_settings()
+    return settings.max_image_pixels, settings.max_image_bytes
+
+
+def _decode_photo(path: Path, name: str, *, max_pixels: int, max_bytes: int) -> NormalizedImage:
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ImageRejected("too_large", f"{name}: {size} bytes exceeds the limit of {max_bytes}")
+    return decode_untrusted(path.read_bytes(), max_pixels=max_pixels, name=name)
+
+
+def read_photo(path: Path, name: str, *, max_pixels: int, max_bytes: int) -> np.ndarray:
+    """One user file as float RGB in [0, 1], decoded like catalog ingestion (`decode_untrusted`:
+    size and pixel limits before any pixel is decoded, EXIF orientation, sRGB; transparency
+    composited on white). Raises `ImageRejected` (with its reason) or `OSError`; `name` labels it."""
+    return load_rgb(_decode_photo(path, name, max_pixels=max_pixels, max_bytes=max_bytes).png).astype(np.float64) / 255.0
+
+
+def photo_size(path: Path, name: str, *, max_pixels: int, max_bytes: int) -> tuple[int, int]:
+    """(height, width) of a user file as `read_photo` would return it (EXIF orientation applied),
+    checked the same way, without the float array."""
+    normal = _decode_photo(path, name, max_pixels=max_pixels, max_bytes=max_bytes)
+    return normal.height, normal.width
+
+
+def check_scorable(height: int, width: int, scale: int, name: str) -> None:
+    """Raise ValueError if an HR image of this size is too small to score at `scale` (the SSIM
+    window must fit after shaving `scale` pixels on each side)."""
+    if min(height, width) < 2 * scale + SSIM_KERNEL_SIZE:
+        raise ValueError(f"{name}: {width}x{height} is too small to score at x{scale}")
 
 
 def folder_pairs(
@@ -222,30 +261,23 @@ def folder_pairs(
 ):
     """Yield (hr, lr, meta) for every readable image under `images_dir`.
 
-    Each file is decoded like catalog ingestion does (`decode_untrusted`: size and pixel limits,
-    EXIF orientation, sRGB; transparency composited on white), mod-cropped to `scale`, and
-    degraded by `degradation_config` with a per-file seeded generator; the LR image is then
-    quantised to 8 bits, as the stored training pairs are. Unreadable or too small files are
-    logged, appended to `skipped` as {"file", "error"}, and skipped.
-    meta: file (relative path), sku (file stem), category (sub-folder, None at the top level).
+    Each file is read by `read_photo`, mod-cropped to `scale`, and degraded by
+    `degradation_config` with a per-file seeded generator; the LR image is then quantised to 8
+    bits, as the stored training pairs are. Unreadable or too small files are logged, appended to
+    `skipped` as {"file", "error"}, and skipped.
+    meta: file (relative path), sku (file stem), category (sub-folder, None at the top level),
+    mode ("synthetic": the LR images are degradations made here).
     """
     if max_pixels is None or max_bytes is None:
-        from catalog_enhance.tasks.lake.settings import load_settings
-
-        settings = load_settings()
-        max_pixels = settings.max_image_pixels if max_pixels is None else max_pixels
-        max_bytes = settings.max_image_bytes if max_bytes is None else max_bytes
+        default_pixels, default_bytes = decode_limits()
+        max_pixels = default_pixels if max_pixels is None else max_pixels
+        max_bytes = default_bytes if max_bytes is None else max_bytes
     root = Path(images_dir)
     for path in image_files(root):
         name = path.relative_to(root).as_posix()
         try:
-            size = path.stat().st_size
-            if size > max_bytes:
-                raise ImageRejected("too_large", f"{name}: {size} bytes exceeds the limit of {max_bytes}")
-            normal = decode_untrusted(path.read_bytes(), max_pixels=max_pixels, name=name)
-            hr = mod_crop(load_rgb(normal.png).astype(np.float64) / 255.0, scale)
-            if min(hr.shape[:2]) < 2 * scale + SSIM_KERNEL_SIZE:  # the SSIM window must fit after shaving
-                raise ValueError(f"{name}: {normal.width}x{normal.height} is too small to score at x{scale}")
+            hr = mod_crop(read_photo(path, name, max_pixels=max_pixels, max_bytes=max_bytes), scale)
+            check_scorable(hr.shape[0], hr.shape[1], scale, name)
             lr = quantize(degrade(hr, scale, degradation_config, _image_seed(seed, name))).astype(np.float64) / 255.0
         except (ImageRejected, ValueError, OSError) as exc:
             log.warning("skipped %s: %s", name, exc)
@@ -253,7 +285,32 @@ def folder_pairs(
                 skipped.append({"file": name, "error": str(exc)})
             continue
         parent = path.relative_to(root).parent.as_posix()
-        yield hr, lr, {"file": name, "sku": path.stem, "category": None if parent == "." else parent}
+        yield hr, lr, {"file": name, "sku": path.stem, "category": None if parent == "." else parent,
+                       "mode": SYNTHETIC}
+
+
+def score_folder(
+    pairs: Iterable[tuple[np.ndarray, np.ndarray, Mapping]],
+    enhancers: Mapping[str, Enhancer],
+    scale: int,
+    skipped: list[dict],
+    mode: str,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`evaluate_sr` over a folder's pairs, then one row per file in `skipped` (filled while
+    `pairs` is consumed: {"file", "error"} and any other meta) with an empty `enhancer` and the
+    reason in `error`, so the CSV shows them; they are left out of the summary. The summary's
+    first column is `mode` (SYNTHETIC or PAIRED), like every per-image row's."""
+    per_image = evaluate_sr(pairs, enhancers, scale)
+    if skipped:
+        unread = [
+            {"image": -1, "sku": Path(s["file"]).stem if s["file"] else None, "mode": mode, **s,
+             "enhancer": "", "scale": scale, "psnr_y": math.nan, "ssim_y": math.nan}
+            for s in skipped
+        ]
+        per_image = _frame(per_image.to_dict("records") + unread)
+    summary = summarize(per_image)
+    summary.insert(0, "mode", mode)
+    return per_image, summary
 
 
 def evaluate_sr_folder(
@@ -266,22 +323,15 @@ def evaluate_sr_folder(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score enhancers (default: the classical ones) on a folder of HR photos.
 
-    Returns (per_image_df, summary_df). Files that could not be used appear in per_image_df as
-    one row each with an empty `enhancer` and the reason in `error` (so the CSV shows them), and
-    are left out of the summary.
+    Returns (per_image_df, summary_df), both with `mode` "synthetic". Files that could not be used
+    appear in per_image_df as one row each with an empty `enhancer` and the reason in `error` (so
+    the CSV shows them), and are left out of the summary.
     """
     config = degradation_config or DegradationConfig()
     enhancers = dict(enhancers) if enhancers is not None else classical_enhancers()
     skipped: list[dict] = []
-    per_image = evaluate_sr(folder_pairs(images_dir, scale, config, seed=seed, skipped=skipped), enhancers, scale)
-    if skipped:
-        unread = [
-            {"image": -1, "file": s["file"], "sku": Path(s["file"]).stem, "enhancer": "", "scale": scale,
-             "psnr_y": math.nan, "ssim_y": math.nan, "error": s["error"]}
-            for s in skipped
-        ]
-        per_image = _frame(per_image.to_dict("records") + unread)
-    return per_image, summarize(per_image)
+    return score_folder(folder_pairs(images_dir, scale, config, seed=seed, skipped=skipped),
+                        enhancers, scale, skipped, SYNTHETIC)
 
 
 # -- output ------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ _EXIF_ORIENTATION = 0x0112
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 # Rows per block when computing sharpness, so a 40 MP image does not need 1 GB of floats.
 _SHARPNESS_BLOCK_ROWS = 512
+_LOAD_BLOCK_ROWS = 512  # rows per block when reading a normalised PNG back into an array
 
 
 class ImageRejected(ValueError):
@@ -85,7 +86,8 @@ def decode_untrusted(data: bytes, *, max_pixels: int, name: str) -> NormalizedIm
     except Exception:  # a broken EXIF block is not worth refusing the pixels for
         orientation = None
     try:
-        image = ImageOps.exif_transpose(image)
+        # In place: `image` is ours, and a copy would be one more full-size image.
+        ImageOps.exif_transpose(image, in_place=True)
         colour, alpha = _split_alpha(image, name)
         colour, icc_description = _to_srgb(colour, image.info.get("icc_profile"))
     except ImageRejected:
@@ -95,12 +97,15 @@ def decode_untrusted(data: bytes, *, max_pixels: int, name: str) -> NormalizedIm
 
     # `alpha` is one band (L), so its extrema are a single (min, max) pair.
     has_alpha = alpha is not None and cast("tuple[int, int]", alpha.getextrema())[0] < 255
-    # A fresh image carries no info dict, so no EXIF/ICC/text/time chunk reaches the PNG.
+    # No info dict, so no EXIF/ICC/text/time chunk reaches the PNG. `colour` is a new image of
+    # `_to_srgb`'s (convert or profileToProfile), so its info is cleared rather than its pixels
+    # copied twice (`tobytes` + `frombytes`: 240 MB transient at 40 MP).
     if has_alpha:
         assert alpha is not None  # has_alpha says so
         normal = Image.merge("RGBA", (*colour.split(), alpha))
     else:
-        normal = Image.frombytes("RGB", colour.size, colour.tobytes())
+        normal = colour
+        normal.info = {}
     buffer = io.BytesIO()
     normal.save(buffer, format="PNG", compress_level=6)
     png = buffer.getvalue()
@@ -234,14 +239,15 @@ def sharpness(colour: Image.Image, alpha: Image.Image | None = None) -> float:
     """
     if colour.width < 3 or colour.height < 3:
         return 0.0
-    rgb = np.asarray(colour.convert("RGB"))
-    a = np.asarray(alpha) if alpha is not None else None
+    rgb_image = colour if colour.mode == "RGB" else colour.convert("RGB")
+    width, height = rgb_image.size
     count, total, total_sq = 0, 0.0, 0.0
-    for top in range(0, rgb.shape[0] - 2, _SHARPNESS_BLOCK_ROWS):
-        rows = slice(top, min(top + _SHARPNESS_BLOCK_ROWS + 2, rgb.shape[0]))
-        y = rgb[rows].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        if a is not None:
-            weight = a[rows].astype(np.float32) / 255.0
+    for top in range(0, height - 2, _SHARPNESS_BLOCK_ROWS):
+        # Block by block from the image, so no full-size array copy of it is made.
+        box = (0, top, width, min(top + _SHARPNESS_BLOCK_ROWS + 2, height))
+        y = np.asarray(rgb_image.crop(box)).astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        if alpha is not None:
+            weight = np.asarray(alpha.crop(box)).astype(np.float32) / 255.0
             y = y * weight + 255.0 * (1.0 - weight)
         lap = y[:-2, 1:-1] + y[2:, 1:-1] + y[1:-1, :-2] + y[1:-1, 2:] - 4.0 * y[1:-1, 1:-1]
         lap = lap.astype(np.float64)
@@ -260,7 +266,12 @@ def load_image(png: bytes) -> np.ndarray:
         image: Image.Image = opened
         if image.mode not in {"RGB", "RGBA"}:
             image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
-        return np.asarray(image).copy()
+        # Filled in row blocks: `np.asarray(image)` would first copy all of it into a bytes object.
+        pixels = np.empty((image.height, image.width, len(image.mode)), dtype=np.uint8)
+        for top in range(0, image.height, _LOAD_BLOCK_ROWS):
+            bottom = min(top + _LOAD_BLOCK_ROWS, image.height)
+            pixels[top:bottom] = np.asarray(image.crop((0, top, image.width, bottom)))
+        return pixels
 
 
 def load_rgb(png: bytes, background: int = 255) -> np.ndarray:

@@ -137,6 +137,72 @@ class _Runner:
         return y.float().to("cpu")
 
 
+def _run_checked(run: Callable[[torch.Tensor], torch.Tensor], windows: torch.Tensor,
+                 tiles: Sequence[_Tile], scale: int) -> torch.Tensor:
+    """``run(windows)``, or `TileError` naming ``tiles`` if it raises or returns a wrong shape
+    or non-finite values."""
+    n, c, h, w = windows.shape
+    expected = (n, c, h * scale, w * scale)
+    where = "; ".join(t.describe() for t in tiles)
+    cores = [(t.image, t.rows.c0, t.rows.c1, t.cols.c0, t.cols.c1) for t in tiles]
+    try:
+        result = run(windows)
+    except Exception as exc:
+        raise TileError(f"inference failed on tile(s) {where}: {type(exc).__name__}: {exc}", cores) from exc
+    if tuple(result.shape) != expected:
+        raise TileError(
+            f"model returned shape {tuple(result.shape)}, expected {expected} "
+            f"(is scale={scale} right for this model?) on tile(s) {where}",
+            cores,
+        )
+    if not torch.isfinite(result).all():
+        raise TileError(f"model returned non-finite values on tile(s) {where}", cores)
+    return result
+
+
+def _tiled_rows(
+    rows_of: Callable[[int, int], torch.Tensor],
+    height: int,
+    width: int,
+    run: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    scale: int,
+    tiling: Tiling,
+    max_batch_pixels: int | None = None,
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """One image, one row of tiles at a time: yield ``(c0, c1, out)`` top to bottom, ``out`` the
+    (C, (c1 - c0) * scale, width * scale) output of input rows [c0, c1).
+
+    The tiles are `_tiled`'s own (same windows, so the same pixels), but only the input rows of
+    one tile row's windows are ever asked for (``rows_of(w0, w1)`` -> (C, w1 - w0, width) float)
+    and only one output band exists at a time: memory is bounded by a band, not the image.
+    ``max_batch_pixels`` caps the input pixels of a forward pass below ``tiling.batch_tiles``
+    windows (at least one window): the network's activations are the rest of the memory.
+    """
+    cols = _spans(width, tiling.tile, tiling.overlap)
+    s = scale
+    for r in _spans(height, tiling.tile, tiling.overlap):
+        band = rows_of(r.w0, r.w1)
+        out = torch.empty((band.shape[0], (r.c1 - r.c0) * s, width * s), dtype=torch.float32)
+        tiles = [_Tile(0, r, q) for q in cols]
+        per_batch = tiling.batch_tiles
+        if max_batch_pixels is not None:
+            window_pixels = (r.w1 - r.w0) * (cols[0].w1 - cols[0].w0)
+            per_batch = max(1, min(per_batch, max_batch_pixels // window_pixels))
+        for first in range(0, len(tiles), per_batch):
+            batch = tiles[first : first + per_batch]
+            # Column windows of one row all have the same width (`_spans`, align 1), so they stack.
+            windows = torch.stack([band[:, :, t.cols.w0 : t.cols.w1] for t in batch])
+            result = _run_checked(run, windows, batch, scale)
+            for tile_out, t in zip(result, batch):
+                q = t.cols
+                out[:, :, q.c0 * s : q.c1 * s] = tile_out[
+                    :, (r.c0 - r.w0) * s : (r.c1 - r.w0) * s, (q.c0 - q.w0) * s : (q.c1 - q.w0) * s
+                ]
+            del result, windows
+        yield r.c0, r.c1, out
+
+
 def _tiled(
     inputs: Iterable[torch.Tensor],
     run: Callable[[torch.Tensor], torch.Tensor],
@@ -164,27 +230,7 @@ def _tiled(
         windows = torch.stack(
             [sources[t.image][:, t.rows.w0 : t.rows.w1, t.cols.w0 : t.cols.w1] for t in tiles]
         )
-        n, c, h, w = windows.shape
-        expected = (n, c, h * scale, w * scale)
-        where = "; ".join(t.describe() for t in tiles)
-        try:
-            result = run(windows)
-        except Exception as exc:
-            raise TileError(
-                f"inference failed on tile(s) {where}: {type(exc).__name__}: {exc}",
-                [(t.image, t.rows.c0, t.rows.c1, t.cols.c0, t.cols.c1) for t in tiles],
-            ) from exc
-        if tuple(result.shape) != expected:
-            raise TileError(
-                f"model returned shape {tuple(result.shape)}, expected {expected} "
-                f"(is scale={scale} right for this model?) on tile(s) {where}",
-                [(t.image, t.rows.c0, t.rows.c1, t.cols.c0, t.cols.c1) for t in tiles],
-            )
-        if not torch.isfinite(result).all():
-            raise TileError(
-                f"model returned non-finite values on tile(s) {where}",
-                [(t.image, t.rows.c0, t.rows.c1, t.cols.c0, t.cols.c1) for t in tiles],
-            )
+        result = _run_checked(run, windows, tiles, scale)
         s = scale
         for out, t in zip(result, tiles):
             r, q = t.rows, t.cols

@@ -44,7 +44,7 @@ def plan_ingestion(rows: Iterable[FeedRow], current: Mapping[str, dict]) -> Plan
     for row in rows:
         where = f"row {row.feed_row}"
         if row.problem:
-            quarantined.append(quarantine_record(row, "missing_field", f"{where}: {row.problem}"))
+            quarantined.append(quarantine_record(row, "malformed_row", f"{where}: {row.problem}"))
             continue
         missing = [c for c in FEED.required if getattr(row, c) is None]
         fields = [c for c in missing if c not in CONDITION_COLUMNS]

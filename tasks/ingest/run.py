@@ -1,19 +1,20 @@
-"""One ingestion run end to end (the flow runs the same steps with batches as tasks), and the
-catalog merge: every earlier version kept, refreshed rows updated in place, new rows appended."""
+"""One ingestion run end to end (the flow runs the same steps with batches as tasks), and what it
+appends to the catalog: new SKUs and versions, and refreshed rows (a later row for the same
+version); every earlier version kept, nothing rewritten."""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from catalog_enhance.data_contracts.contracts import CATALOG
+from catalog_enhance.data_contracts.contracts import CATALOG, CONDITION_COLUMNS, LABEL_PREFIX
 from catalog_enhance.data_contracts.layout import manifest_key
 from catalog_enhance.tasks.batching import chunked
 from catalog_enhance.tasks.ingest.batch import BatchResult, ingest_batch
@@ -23,32 +24,90 @@ from catalog_enhance.tasks.lake.settings import Settings
 from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.sources.feeds import read_feed
 
-def _sku_version_keys(table: pa.Table) -> pa.ChunkedArray:
-    return pc.binary_join_element_wise(table["sku"], pc.cast(table["version"], pa.string()), "\x00")
+@dataclass
+class CatalogAppend:
+    """What one ingestion appends to the catalog, planned against the catalog at commit time."""
+
+    rows: pa.Table | None
+    new_skus: int = 0  # version 1
+    new_versions: int = 0  # version n+1
+    refreshed: int = 0  # same version, new URI or fingerprint (an update: a later row wins)
+    already_there: int = 0  # new rows dropped: another run committed the same image and labels first
 
 
-def merge_manifest(existing: pa.Table, new_rows: Sequence[dict] | Sequence[pa.Table] | None,
-                   refreshed_rows: Sequence[dict] = ()) -> pa.Table:
-    """The new catalog: every earlier version kept, refreshed rows updated in place, new rows
-    appended; sorted by (sku, version) so the same content always gives the same table.
+def catalog_additions(current: pa.Table, new_rows: Sequence[pa.Table] | Sequence[dict] | None,
+                      refreshed_rows: Sequence[dict] = ()) -> CatalogAppend:
+    """The rows to append to the catalog as it is now (`current`) for an ingestion's new rows
+    (numbered against the catalog it read at its start) and refreshed rows.
 
-    Merged as Arrow tables, never as one Python dict per row (a 10k-row catalog would cost
-    ~30 MB of dicts at the moment of the merge)."""
-    parts = [existing]
-    if refreshed_rows:
-        patched = CATALOG.table(list(refreshed_rows))
-        keep = pc.invert(pc.is_in(_sku_version_keys(existing), value_set=_sku_version_keys(patched).combine_chunks()))
-        parts = [existing.filter(keep), patched]
-    new_rows = list(new_rows or ())
-    if all(isinstance(part, pa.Table) for part in new_rows):
-        parts += new_rows
-    else:
-        parts.append(CATALOG.table(new_rows))
-    parts = [CATALOG.table(part) for part in parts if part.num_rows]  # each in its own label columns
-    if not parts:
-        return CATALOG.empty()
-    table = pa.concat_tables(parts, promote_options="default")
-    return CATALOG.table(table.sort_by([("sku", "ascending"), ("version", "ascending")]))
+    When no other run committed to these SKUs meanwhile (the usual case) the rows go as they
+    are, as Arrow tables. Otherwise each affected SKU is re-planned against `current`: a row
+    whose image and labels another run already committed is dropped, any other becomes the
+    next version after the current latest; a refresh of a version that is no longer the latest
+    (or that the other run made identically) is dropped. Every earlier version is kept: rows are
+    only ever appended (an update is a later row with the same (sku, version))."""
+    listed = list(new_rows or ())
+    tables = [t for t in listed if isinstance(t, pa.Table)]
+    dicts = [r for r in listed if not isinstance(r, pa.Table)]
+    if dicts:
+        tables.append(CATALOG.table(dicts))
+    fresh = [CATALOG.table(t) for t in tables if t.num_rows]
+    refreshed = [CATALOG.table(list(refreshed_rows))] if refreshed_rows else []
+    incoming = [*fresh, *refreshed]
+    if not incoming:
+        return CatalogAppend(None)
+    skus = pc.unique(pa.chunked_array([chunk for t in incoming for chunk in t["sku"].chunks], pa.string()))
+    mine = current.filter(pc.is_in(current["sku"], value_set=skus)) if current.num_rows else current
+    latest = {row["sku"]: row for row in manifests.current_catalog(mine).to_pylist()} if mine.num_rows else {}
+
+    def moved(table: pa.Table, offset: int) -> list[bool]:
+        """Rows planned against a latest version that is no longer the latest."""
+        return [(latest[s]["version"] if s in latest else 0) != v - offset
+                for s, v in zip(table["sku"].to_pylist(), table["version"].to_pylist())]
+
+    plan = CatalogAppend(None)
+    out: list[pa.Table] = []
+    for table in fresh:
+        stale = moved(table, 1)
+        if not any(stale):
+            out.append(table)
+            continue
+        out.append(table.filter(pa.array([not s for s in stale], pa.bool_())))
+        replanned = []
+        for row in table.filter(pa.array(stale, pa.bool_())).to_pylist():
+            now = latest.get(row["sku"])
+            if now is not None and _same_product(now, row):
+                plan.already_there += 1
+                continue
+            replanned.append({**row, "version": 1 if now is None else int(now["version"]) + 1})
+        if replanned:
+            out.append(CATALOG.table(replanned))
+    for table in refreshed:
+        stale = moved(table, 0)
+        keep = []
+        for row, is_stale in zip(table.to_pylist(), stale):
+            now = latest.get(row["sku"])
+            same = now is not None and (now["source_uri"], now["source_fingerprint"]) == (
+                row["source_uri"], row["source_fingerprint"])
+            keep.append(not is_stale and not same)
+        plan.refreshed += sum(keep)
+        out.append(table.filter(pa.array(keep, pa.bool_())))
+    out = [t for t in out if t.num_rows]
+    if not out:
+        return plan
+    plan.rows = CATALOG.table(pa.concat_tables(out, promote_options="default"))
+    added = plan.rows.slice(0, plan.rows.num_rows - plan.refreshed)  # refreshed rows come last
+    plan.new_versions = int(pc.sum(pc.greater(added["version"], 1)).as_py() or 0)
+    plan.new_skus = added.num_rows - plan.new_versions
+    return plan
+
+
+def _same_product(committed: Mapping, row: Mapping) -> bool:
+    """Same image and same labels: the row adds nothing to the committed version."""
+    columns = {c for c in (*committed, *row)
+               if c in CONDITION_COLUMNS or c == "product_id" or c.startswith(LABEL_PREFIX)}
+    return committed["image_sha256"] == row["image_sha256"] and all(
+        committed.get(c) == row.get(c) for c in columns)
 
 
 # -- one run, end to end (the flow runs the same steps with batches as tasks) -----------------
@@ -112,19 +171,24 @@ def finish_ingestion(lake: Lake, prepared: PreparedIngestion, results: Iterable[
     now = datetime.now(timezone.utc)
     written: list[str] = []
     new_catalog = total.new_catalog()
+    appended = CatalogAppend(None)
     if new_catalog or total.refreshed_rows:
-        manifests.commit(lake, "catalog", lambda current: merge_manifest(current, new_catalog, total.refreshed_rows))
-        written.append(manifest_key("catalog"))
+        def change(current: pa.Table) -> pa.Table | None:
+            nonlocal appended  # re-planned on every attempt: the last one is what was committed
+            appended = catalog_additions(current, new_catalog, total.refreshed_rows)
+            return appended.rows
+
+        if manifests.commit(lake, "catalog", change) is not None:
+            written.append(manifest_key("catalog"))
     if manifests.quarantine(lake, quarantine, run_id=prepared.run_id, now=now):
         written.append(manifest_key("quarantine"))
-    new_versions = sum(int(pc.sum(pc.greater(t["version"], 1)).as_py() or 0) for t in new_catalog)
     return IngestSummary(
         feed=prepared.feed,
         run_id=prepared.run_id,
         rows=prepared.rows,
-        ingested_new=total.new_rows - new_versions,
-        new_versions=new_versions,
-        unchanged=total.unchanged + len(total.refreshed_rows),
+        ingested_new=appended.new_skus,
+        new_versions=appended.new_versions,
+        unchanged=total.unchanged + len(total.refreshed_rows) + appended.already_there,
         quarantined=len(quarantine),
         duplicates_dropped=prepared.plan.duplicates_dropped,
         by_reason=dict(Counter(r["reason"] for r in quarantine)),

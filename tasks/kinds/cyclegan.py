@@ -18,7 +18,7 @@ from catalog_enhance.tasks.inference.trained import TrainedModel, load_trained
 from catalog_enhance.tasks.kinds.base import EvaluationContext, KindEvaluation, ModelKind, PrimaryMetric, register_kind
 from catalog_enhance.tasks.kinds.gan import extractors_of
 from catalog_enhance.tasks.lake.storage import Lake
-from catalog_enhance.tasks.report.html import ImageGridSection, ReportSection
+from catalog_enhance.tasks.report.html import ImageGridSection, ReportSection, TextSection
 from catalog_enhance.tasks.train.cyclegan import CycleGANTrainer
 
 REPORT_PRODUCTS = 6
@@ -54,6 +54,11 @@ class CycleGAN(ModelKind):
         rows = catalog_training_rows(lake, split="test", filters=options.filters, **options.split_options())
         x_rows, y_rows = domain_rows(rows, trained.metadata["domain_x"], trained.metadata["domain_y"])
         pairs = translate_pairs(lake, trained, x_rows, y_rows, limit=REPORT_PRODUCTS)
+        if not pairs:  # an unpaired catalog: nothing to put side by side
+            return [TextSection(f"No test product has both a {trained.metadata['domain_x']!r} and a "
+                                f"{trained.metadata['domain_y']!r} image: "
+                                + figures_note(evaluations, row, ["fid_to_studio", "kid_to_studio", "cycle_l1"]),
+                                title="CycleGAN: lifestyle → studio")]
         resolution = sorted({p.resolution for p in pairs})
         return [ImageGridSection(
             "CycleGAN: lifestyle → studio", [[p.lifestyle, p.translated, p.studio, p.translated_small] for p in pairs],

@@ -2,7 +2,8 @@
 
 `register_version(lake, result)` appends a row for a finished `TrainResult` (and its every-step
 losses to the training-curves manifest), validated against the contracts in
-`data_contracts/model_registry.py`; each manifest is rewritten atomically (Lake.write_table).
+`data_contracts/model_registry.py`; both are append-only manifests (`lake.manifests`: a part and
+a log entry committed by compare-and-swap, so concurrent registrations all land).
 Registering the same finished run again (a Prefect retry after the training completed) returns
 the existing row instead of adding a duplicate.
 
@@ -136,13 +137,18 @@ def register_version(lake: Lake, result: FinishedRun, *, status: str = "trained"
     if not result.completed or result.checkpoint_key is None:
         raise ValueError(f"{result.config.model}: run {result.run} did not complete; only finished runs are registered")
     config = result.config
-    with _LOCK:
-        registry = read_registry(lake)
-        for row in registry.to_pylist():  # idempotent: the same finished run is one version
+    def registered(registry: pa.Table) -> dict | None:  # idempotent: the same finished run is one version
+        for row in registry.to_pylist():
             if (row["name"], row["run"], row["checkpoint_key"], row["steps"]) == (
                 config.model, result.run, result.checkpoint_key, result.steps_done
             ) and abs(row["train_seconds"] - result.seconds) < 1e-6:
                 return row
+        return None
+
+    with _LOCK:
+        registry = read_registry(lake)
+        if (row := registered(registry)) is not None:
+            return row
         created = created or datetime.now(timezone.utc)
         version = new_version(config.model, config.config_hash(), created, set(registry["version"].to_pylist()))
         metric_name, metric = _val_metric(result.metrics)
@@ -182,8 +188,16 @@ def register_version(lake: Lake, result: FinishedRun, *, status: str = "trained"
             })
         )
         manifests.append(lake, "training_curves", curve_rows)
-        manifests.append(lake, "models", new_row)
-        return new_row.to_pylist()[0]
+        already: list[dict] = []
+
+        def change(current: pa.Table) -> pa.Table | None:
+            # Checked again at commit time: another process (a retry of this task elsewhere)
+            # may have registered this very run meanwhile.
+            already[:] = [r for r in [registered(current)] if r is not None]
+            return None if already else new_row
+
+        manifests.commit(lake, "models", change)
+        return already[0] if already else new_row.to_pylist()[0]
 
 
 def list_versions(lake: Lake, name: str | None = None) -> list[dict]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import io
+import os
 import uuid
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from catalog_enhance.data_contracts.layout import TMP_PREFIX, safe_key
+from catalog_enhance.tasks.lake.access import check_local_lake, check_s3_lake
 from catalog_enhance.tasks.lake.settings import Settings, load_settings
 
 # GETs `read_many` keeps in flight at once (the HTTP client's connection pool bounds them too).
@@ -49,12 +51,11 @@ class Lake:
             options["auto_mkdir"] = True
         fs = fsspec.filesystem(protocol, **options)
         root = settings.lake_root
+        # A lake that cannot be used is one `LakeError` line here, before any work (tasks/lake/access.py).
         if protocol == "file":
-            fs.makedirs(root, exist_ok=True)
+            check_local_lake(settings, lambda path: fs.makedirs(path, exist_ok=True))
         elif protocol == "s3":
-            bucket = root.split("/", 1)[0]
-            if not fs.exists(bucket):
-                fs.mkdir(bucket)
+            check_s3_lake(settings, fs.mkdir)
         return cls(fs=fs, root=root, url=settings.lake_url, _protocol=protocol)
 
     @classmethod
@@ -86,6 +87,9 @@ class Lake:
     def list(self, prefix: str = "") -> list[str]:
         """Keys under a prefix, recursively, relative to the lake root, temporaries excluded."""
         base = self.path(prefix) if prefix else self.root
+        # A listing must show what is there now (a commit log is read by listing it): s3fs
+        # would otherwise answer from listings it cached earlier in this process.
+        self.fs.invalidate_cache(base)
         if not self.fs.exists(base):
             return []
         keys = []
@@ -135,6 +139,36 @@ class Lake:
         self.write_bytes(key, data)
         return True
 
+    def create(self, key: str, data: bytes) -> bool:
+        """Put-if-absent: write `data` at `key` only if no object is there; False if one is.
+
+        The compare-and-swap the manifests' commit log rests on: of writers racing for one key,
+        exactly one gets True. On S3 one conditional PUT (`If-None-Match: *`; the server answers
+        412 when the key exists). On local disk the bytes go to a temporary file that is then
+        hard-linked onto the key: `link` is atomic and refuses an existing name, unlike `rename`,
+        which would replace it. The S3 store must honour conditional writes (AWS S3 does since
+        2024-08, and so do MinIO and moto): one that ignores the header would let two writers win.
+        """
+        final = self.path(key)
+        if self._protocol == "s3":
+            try:
+                self.fs.pipe_file(final, data, mode="create")
+            except FileExistsError:
+                return False
+            return True
+        if self._protocol != "file":
+            raise NotImplementedError(f"put-if-absent is not implemented for {self._protocol}:// lakes")
+        tmp = f"{self.root}/{TMP_PREFIX}/{uuid.uuid4().hex}"
+        self.fs.pipe_file(tmp, data)
+        try:
+            self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
+            os.link(tmp, final)
+        except FileExistsError:
+            return False
+        finally:
+            self._discard(tmp)
+        return True
+
     def write_table(self, key: str, table: pa.Table) -> str:
         """Write a Parquet table atomically (schema metadata, e.g. schema_version, is kept)."""
         buffer = io.BytesIO()
@@ -177,3 +211,10 @@ class Lake:
                 return await self.fs._cat_file(path, **_ONE_GET)
 
         return await asyncio.gather(*(get(path) for path in paths))
+
+
+def open_lake(lake_url: str | None = None) -> tuple[Settings, Lake]:
+    """The settings (the environment's, with `lake_url` over CE_LAKE_URL when given) and the lake
+    they name: how every flow opens the lake."""
+    settings = load_settings(**({"lake_url": lake_url} if lake_url else {}))
+    return settings, Lake.from_settings(settings)

@@ -10,5 +10,5 @@ conditional labels and a train/val/test split drawn by hashing the product id, s
 one product (its studio and lifestyle shots, all its SKUs) lands in exactly one split.
 
 Work already done for (image_sha256, config_hash, scale) is never redone, and the manifest is
-only rewritten when something new was made, so a re-run with the same config writes nothing.
+only appended to when something new was made, so a re-run with the same config writes nothing.
 """

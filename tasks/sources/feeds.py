@@ -1,15 +1,19 @@
 """Catalog feeds: CSV, Parquet or JSON Lines, from a path or URL, read into typed rows.
 
-A missing required column refuses the whole feed with one line naming the file and the column; a
-row-level problem (a JSON line that does not parse, more fields than columns) is kept on the row
-as `problem`, for the stage reading the feed to report. Every column beyond the contract's becomes
-a free conditional label `label_<name>`.
+A feed that cannot be used as a whole (missing, empty, not UTF-8 text, a required column missing)
+is refused with one `FeedError` line naming the file and the reason; a row-level problem (a line
+that is not valid CSV or JSON, more fields than columns, not UTF-8) is kept on the row as
+`problem`, for the stage reading the feed to quarantine. Text feeds are read one physical line per
+row, so a stray quote spoils its own line and nothing after it (a quoted field cannot span lines).
+Cells reading NaN, null, None, N/A (any case) are missing values, like empty ones. Every column
+beyond the contract's becomes a free conditional label `label_<name>`.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import re
 from collections.abc import Sequence
@@ -20,7 +24,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from catalog_enhance.data_contracts.contracts import FEED, FEED_KNOWN_COLUMNS, LABEL_PREFIX
+from catalog_enhance.data_contracts.contracts import FEED, FEED_KNOWN_COLUMNS, LABEL_PREFIX, MISSING_VALUES
 from catalog_enhance.tasks.lake.settings import Settings
 from catalog_enhance.tasks.sources import uris as sources
 
@@ -48,41 +52,22 @@ class FeedRow:
         return {"category": self.category, "style": self.style, "product_id": self.product_id, **dict(self.labels)}
 
 
+def check_feed(feed: str, settings: Settings | None = None) -> list[str]:
+    """Whether the feed can be used at all, cheaply (a CSV's header line, a Parquet schema, every
+    JSON line): `FeedError` as `read_feed` would raise it, before a flow starts. The columns."""
+    columns, _ = _parse(feed, settings, header_only=True)
+    return columns
+
+
 def read_feed(feed: str, settings: Settings | None = None) -> tuple[list[FeedRow], str]:
     """Read a CSV, Parquet or JSON Lines feed (chosen by extension) from a path or URL.
 
-    Returns the rows and the folder relative image paths are resolved against. A missing
-    required column refuses the whole feed with one line naming the file and the column; a
+    Returns the rows and the folder relative image paths are resolved against. A feed that
+    cannot be used as a whole is one `FeedError` line naming the file and the reason; a
     row-level problem is left for `plan_ingestion` to quarantine.
     """
-    fmt = FEED_FORMATS.get(_extension(feed))
-    if fmt is None:
-        raise FeedError(f"{feed}: unknown feed format (use {', '.join(sorted(FEED_FORMATS))})")
-    options = settings.s3_options() if settings is not None and urlsplit(feed).scheme == "s3" else {}
-    try:
-        with fsspec.open(feed, "rb", **options) as handle:
-            data = handle.read()
-    except FileNotFoundError:
-        raise FeedError(f"{feed}: feed not found") from None
-    except Exception as exc:
-        raise FeedError(f"{feed}: cannot read the feed: {type(exc).__name__}: {exc}") from None
-    try:
-        columns, records = {"csv": _parse_csv, "parquet": _parse_parquet, "jsonl": _parse_jsonl}[fmt](data)
-    except FeedError as exc:
-        raise FeedError(f"{feed}: {exc}") from None
-    except Exception as exc:
-        raise FeedError(f"{feed}: not a valid {fmt} feed: {type(exc).__name__}: {exc}") from None
-
+    columns, records = _parse(feed, settings, header_only=False)
     labels = _label_names(feed, [c for c in columns if c not in FEED_KNOWN_COLUMNS])
-    # The FEED contract judges the columns (an empty table of them), before any row is looked at.
-    names = [c for c in columns if c in FEED_KNOWN_COLUMNS] + list(labels.values())
-    header = pa.table({name: pa.array([], pa.string()) for name in names})
-    missing = [v.column for v in FEED.validate(header) if v.row is None and v.column in FEED.required]
-    if missing:
-        raise FeedError(
-            f"{feed}: missing required column{'s' if len(missing) > 1 else ''} "
-            f"{', '.join(repr(c) for c in missing)} (found: {', '.join(columns) or 'none'})"
-        )
     rows = []
     for number, record in enumerate(records, start=1):
         if isinstance(record, str):  # a line that could not be parsed; the text is the detail
@@ -103,6 +88,50 @@ def read_feed(feed: str, settings: Settings | None = None) -> tuple[list[FeedRow
     return rows, sources.feed_folder(feed)
 
 
+def _parse(feed: str, settings: Settings | None, *, header_only: bool) -> tuple[list[str], list[dict | str]]:
+    """The feed's columns (checked against the contract) and records (none with `header_only`)."""
+    fmt = FEED_FORMATS.get(_extension(feed))
+    if fmt is None:
+        raise FeedError(f"{feed}: unknown feed format (use {', '.join(sorted(FEED_FORMATS))})")
+    options = settings.s3_options() if settings is not None and urlsplit(feed).scheme == "s3" else {}
+    try:
+        with fsspec.open(feed, "rb", **options) as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        raise FeedError(f"{feed}: feed not found") from None
+    except IsADirectoryError:
+        raise FeedError(f"{feed}: is a folder, not a feed") from None
+    except Exception as exc:
+        raise FeedError(f"{feed}: cannot read the feed: {type(exc).__name__}: {exc}") from None
+    if not data.removeprefix(UTF8_BOM).strip():
+        raise FeedError(f"{feed}: the feed is empty")
+    try:
+        if fmt != "parquet":
+            _check_text_encoding(data)
+        if header_only and fmt == "csv":
+            columns, records = _parse_csv(data, header_only=True)
+        elif header_only and fmt == "parquet":
+            columns, records = [c.strip() for c in pq.read_schema(io.BytesIO(data)).names], []
+        else:  # JSON Lines: the columns are those of every line
+            columns, records = {"csv": _parse_csv, "parquet": _parse_parquet, "jsonl": _parse_jsonl}[fmt](data)
+    except FeedError as exc:
+        raise FeedError(f"{feed}: {exc}") from None
+    except Exception as exc:
+        raise FeedError(f"{feed}: not a valid {fmt} feed: {type(exc).__name__}: {exc}") from None
+
+    labels = _label_names(feed, [c for c in columns if c not in FEED_KNOWN_COLUMNS])
+    # The FEED contract judges the columns (an empty table of them), before any row is looked at.
+    names = [c for c in columns if c in FEED_KNOWN_COLUMNS] + list(labels.values())
+    header = pa.table({name: pa.array([], pa.string()) for name in names})
+    missing = [v.column for v in FEED.validate(header) if v.row is None and v.column in FEED.required]
+    if missing:
+        raise FeedError(
+            f"{feed}: missing required column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(c) for c in missing)} (found: {', '.join(columns) or 'none'})"
+        )
+    return columns, records
+
+
 def _extension(feed: str) -> str:
     path = urlsplit(feed).path if "://" in feed else feed
     name = path.rsplit("/", 1)[-1].lower()
@@ -110,28 +139,82 @@ def _extension(feed: str) -> str:
 
 
 def _clean(value: object) -> str | None:
-    """Feed cells as stripped strings; empty means missing."""
+    """Feed cells as stripped strings; empty, NaN, null, None or N/A means missing."""
     if value is None:
         return None
     if not isinstance(value, str):
         value = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
     value = value.strip()
-    return value or None
+    return None if not value or value.lower() in MISSING_VALUES else value
 
 
-def _parse_csv(data: bytes) -> tuple[list[str], list[dict | str]]:
-    text = data.decode("utf-8-sig")  # a spreadsheet's BOM is not part of the first column name
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if header is None:
+UTF8_BOM = b"\xef\xbb\xbf"
+_WIDE_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")  # UTF-16 LE/BE (UTF-32 LE starts like 16 LE), UTF-32 BE
+
+
+def _check_text_encoding(data: bytes) -> None:
+    """A text feed must be UTF-8: a UTF-16/32 one (a BOM, or every other byte NUL) is refused
+    as a whole with what to do, rather than as rows of garbage."""
+    head = data[:64]
+    wide = head.startswith(_WIDE_BOMS) or (
+        len(head) >= 8 and (head[1::2].count(0) == len(head[1::2]) or head[0::2].count(0) == len(head[0::2])))
+    if wide:
+        raise FeedError("the feed is UTF-16/32 text; save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)")
+
+
+def _physical_lines(data: bytes, limit: int | None = None) -> list[tuple[int, bytes]]:
+    """(1-based line number, bytes) of every non-blank line (the first `limit` of them); a
+    leading UTF-8 BOM is dropped."""
+    lines = data.removeprefix(UTF8_BOM).splitlines()  # bytes.splitlines: only \n, \r\n and \r
+    found = (item for item in enumerate(lines, start=1) if item[1].strip())
+    return list(itertools.islice(found, limit))
+
+
+class _BadLine(ValueError):
+    """One line of a text feed cannot be read: `what` it is not, and the `reason`."""
+
+    def __init__(self, number: int, what: str, reason: str):
+        super().__init__(f"line {number} is {what} ({reason})")
+        self.what, self.reason = what, reason
+
+
+def _decode_line(number: int, line: bytes) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _BadLine(number, "not UTF-8 text", f"byte 0x{line[exc.start]:02x} at column {exc.start + 1}") from None
+
+
+def _csv_cells(number: int, text: str) -> list[str]:
+    try:
+        return next(csv.reader([text], strict=True))
+    except csv.Error as exc:
+        reason = "unterminated quote; a quoted field must end on its line" \
+            if "unexpected end of data" in str(exc) else f"bad quoting: {exc}"
+        raise _BadLine(number, "not valid CSV", reason) from None
+
+
+def _parse_csv(data: bytes, header_only: bool = False) -> tuple[list[str], list[dict | str]]:
+    lines = _physical_lines(data, limit=1 if header_only else None)
+    if not lines:
         return [], []
+    (first, header_bytes), rows = lines[0], lines[1:]
+    try:
+        header = _csv_cells(first, _decode_line(first, header_bytes))
+    except _BadLine as exc:
+        raise FeedError(f"the header line is {exc.what} ({exc.reason}); is this a CSV feed?") from None
     columns = [c.strip() for c in header]
     records: list[dict | str] = []
-    for cells in reader:
-        if not any(c.strip() for c in cells):
+    for number, line in rows:
+        try:
+            cells = _csv_cells(number, _decode_line(number, line))
+        except _BadLine as exc:  # this line only; the next one is read as usual
+            records.append(str(exc))
+            continue
+        if not any(c.strip() for c in cells):  # a row of empty cells (,,,) is not a row
             continue
         if len(cells) > len(columns):
-            records.append(f"{len(cells)} fields for {len(columns)} columns (unquoted comma?)")
+            records.append(f"line {number} has {len(cells)} fields for {len(columns)} columns (unquoted comma?)")
             continue
         records.append({c: _clean(v) for c, v in zip(columns, cells) if c})
     return [c for c in columns if c], records
@@ -146,13 +229,14 @@ def _parse_parquet(data: bytes) -> tuple[list[str], list[dict | str]]:
 def _parse_jsonl(data: bytes) -> tuple[list[str], list[dict | str]]:
     columns: dict[str, None] = {}
     records: list[dict | str] = []
-    for line_number, line in enumerate(data.decode("utf-8-sig").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for line_number, raw in _physical_lines(data):
         try:
-            obj = json.loads(line)
+            obj = json.loads(_decode_line(line_number, raw))
         except json.JSONDecodeError as exc:
             records.append(f"line {line_number} is not valid JSON: {exc.msg}")
+            continue
+        except _BadLine as exc:
+            records.append(str(exc))
             continue
         if not isinstance(obj, dict):
             records.append(f"line {line_number} is a JSON {type(obj).__name__}, not an object")

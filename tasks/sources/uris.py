@@ -9,9 +9,12 @@ credentials as an s3 lake (`Settings.s3_options`).
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
+import random
 import stat
+import time
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -19,9 +22,13 @@ import fsspec
 
 from catalog_enhance.tasks.imaging.codec import ImageRejected
 from catalog_enhance.tasks.lake.settings import Settings
+from catalog_enhance.tasks.lake.transient import is_transient_storage_error
 
 SUPPORTED_SCHEMES = ("file", "s3", "http", "https")
 HTTP_TIMEOUT_SECONDS = 60
+MAX_BACKOFF_SECONDS = 8.0
+logger = logging.getLogger(__name__)
+_sleep = time.sleep  # the backoff's clock; tests record the delays instead of waiting
 
 
 class SourceRejected(ImageRejected):
@@ -139,8 +146,31 @@ def fetch(source: Source, settings: Settings, max_bytes: int | None = None) -> b
     """Read the image bytes, refusing more than `max_bytes` (default `settings.max_image_bytes`).
 
     At most max_bytes + 1 bytes are ever read, so a huge or endless source costs nothing more.
+    A transient failure (connection refused or reset, timeout, 5xx, 429) is retried
+    `settings.fetch_retries` times after full-jitter exponential backoff, one log line a retry;
+    then it is a `fetch_error` (never `not_found`: the object may well be there).
     """
     limit = settings.max_image_bytes if max_bytes is None else max_bytes
+    attempts = settings.fetch_retries + 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return _fetch_once(source, settings, limit)
+        except _TransientFetchError as exc:
+            if attempt == attempts:
+                tried = f" (tried {attempts} times)" if attempts > 1 else ""
+                raise SourceRejected("fetch_error", f"{_short(source.uri)}: {exc}{tried}") from None
+            delay = random.uniform(0, min(MAX_BACKOFF_SECONDS, settings.fetch_backoff_seconds * 2 ** (attempt - 1)))
+            logger.warning("fetching %s failed (%s); retry %d of %d in %.1f s",
+                           _short(source.uri), exc, attempt, attempts - 1, delay)
+            _sleep(delay)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+class _TransientFetchError(Exception):
+    """A failure worth another try; the message is the detail."""
+
+
+def _fetch_once(source: Source, settings: Settings, limit: int) -> bytes:
     try:
         if source.scheme == "file":
             mode = os.stat(source.path).st_mode
@@ -162,13 +192,22 @@ def fetch(source: Source, settings: Settings, max_bytes: int | None = None) -> b
                 size += len(chunk)
     except SourceRejected:
         raise
-    except FileNotFoundError:
-        raise SourceRejected("not_found", f"{_short(source.uri)}: no such file or object") from None
     except Exception as exc:
+        if is_transient_storage_error(exc):  # fsspec's http wraps a refused connection in FileNotFoundError
+            raise _TransientFetchError(_describe(exc)) from None
+        if isinstance(exc, FileNotFoundError):
+            raise SourceRejected("not_found", f"{_short(source.uri)}: no such file or object") from None
         raise SourceRejected("fetch_error", f"{_short(source.uri)}: {type(exc).__name__}: {exc}") from None
     if size > limit:
         raise SourceRejected("too_large", f"{_short(source.uri)}: more than the limit of {limit} bytes")
     return b"".join(chunks)
+
+
+def _describe(exc: BaseException) -> str:
+    """The innermost cause, which says what happened (ClientConnectorError: ... refused)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _scheme(uri: str) -> str:

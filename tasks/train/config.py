@@ -21,6 +21,7 @@ import pydantic
 
 from catalog_enhance.models import get_spec
 from catalog_enhance.models.registry import PRESET_NAMES
+from catalog_enhance.tasks.catalog.domains import LabelDomains
 from catalog_enhance.tasks.kinds import kind_of_model, trainable_models
 
 # Fields that change how a run is reported, not what it computes: left out of the hash so that
@@ -126,6 +127,23 @@ def overrides_for(model: str, models: Sequence[str], steps: int | None, override
     shared = {k: v for k, v in (overrides or {}).items() if k not in models}
     own = (overrides or {}).get(model) or {}
     return {**shared, **own, **({"steps": steps} if steps is not None else {})}
+
+
+def label_overrides(model: str, preset: str, domains: LabelDomains, gan_filters: str | None = None) -> dict[str, Any]:
+    """The catalog's label configuration as overrides of `model`'s preset (the lowest layer above
+    it: explicit overrides win). A CycleGAN's domains are `domains` x and y; a GAN preset that
+    filters its images filters them by `gan_filters` (unset: domain y; empty: every image).
+    With the default settings these are the presets' own values, so config hashes do not move."""
+    options = kind_of_model(model).trainer.options_class
+    configured = getattr(options, "label_configured", ())
+    preset_data = (get_spec(model).presets.get(preset) or {}).get("data") or {}
+    overrides: dict[str, Any] = {}
+    if "domains" in configured:
+        overrides.update({"data.domain_x": domains.x_filter, "data.domain_y": domains.y_filter})
+    if "filters" in configured and preset_data.get("filters"):
+        # [] (no filter) rather than None: make_config ignores None overrides.
+        overrides["data.filters"] = domains.y_filter if gan_filters is None else (gan_filters or [])
+    return overrides
 
 
 def validate_training(models: Sequence[str], preset: str, steps: int | None = None,

@@ -27,7 +27,7 @@ the checkpoint holds both history buffers (images and RNG state) and both LR sch
 from __future__ import annotations
 
 import itertools
-from typing import cast
+from typing import ClassVar, cast
 
 import pyarrow as pa
 import pydantic
@@ -40,7 +40,7 @@ from catalog_enhance.models.cyclegan import ImageHistoryBuffer
 from catalog_enhance.tasks.train.base import Trainer
 from catalog_enhance.tasks.lake.manifests import table_fingerprint
 from catalog_enhance.tasks.catalog.images import load_paired_domains, to_unit_range
-from catalog_enhance.tasks.catalog.rows import CatalogDataOptions, catalog_training_rows
+from catalog_enhance.tasks.catalog.rows import CatalogDataOptions, catalog_training_rows, require_images
 from catalog_enhance.tasks.train.data import StepLoader
 from catalog_enhance.tasks.train.gan import evaluating
 from catalog_enhance.tasks.runtime import Runtime, autocast, seed_everything, step_generator, to_device
@@ -52,6 +52,8 @@ DIRECTIONS = ("x_to_y", "y_to_x")
 
 class CycleGANOptions(CatalogDataOptions):
     """``TrainConfig.data`` of the cyclegan trainer (``filters``, if any, apply to both domains)."""
+
+    label_configured: ClassVar[tuple[str, ...]] = ("domains",)  # CE_DOMAINS
 
     domain_x: str | list[str] = "style=lifestyle"
     domain_y: str | list[str] = "style=studio"
@@ -104,6 +106,8 @@ class CycleGANTrainer(Trainer):
             raise ValueError(f"{cfg.model}: data.crop_size {o.crop_size} > data.image_size {o.image_size}")
         rows = catalog_training_rows(self.lake, split=o.split, filters=o.filters, **o.split_options())
         self.domains = load_paired_domains(self.lake, rows, o.domain_x, o.domain_y, o.image_size, o.fit)
+        for name, images, spec in (("X", self.domains.x, o.domain_x), ("Y", self.domains.y, o.domain_y)):
+            require_images(len(images), f"{cfg.model} domain {name} ({spec!r})")
         self.loaders = {}
         for name, images, stream in (("x", self.domains.x, STREAM_X), ("y", self.domains.y, STREAM_Y)):
             images.crop_size, images.flip = o.crop_size, o.flip  # random training crops (and mirrors)

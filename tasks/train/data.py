@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from catalog_enhance.tasks.catalog.labels import CatalogDataError
 from catalog_enhance.tasks.imaging.lake_images import LakeImages
 from catalog_enhance.tasks.imaging.resize import imresize, rgb_to_y
 from catalog_enhance.tasks.runtime import Runtime, step_generator
@@ -192,7 +193,7 @@ class SRPairDataset(Dataset):
         for pair_id, reason in self.skipped:
             log.warning("SR pairs: skipping pair %s: %s", pair_id, reason)
         if not self.rows:
-            raise ValueError(f"no usable SR pairs (x{scale}, lr_patch {lr_patch}); {len(self.skipped)} skipped")
+            raise CatalogDataError(f"no usable SR pairs (x{scale}, lr_patch {lr_patch}); {len(self.skipped)} skipped")
 
     def _unusable(self, row: dict) -> str | None:
         for role in ("hr_key", "lr_key"):

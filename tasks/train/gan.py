@@ -31,7 +31,7 @@ from catalog_enhance.models import get_model
 from catalog_enhance.tasks.train.base import Trainer
 from catalog_enhance.tasks.catalog.images import load_catalog_images, to_unit_range
 from catalog_enhance.tasks.catalog.labels import LabelVocabulary
-from catalog_enhance.tasks.catalog.rows import CatalogDataOptions, catalog_training_rows
+from catalog_enhance.tasks.catalog.rows import CatalogDataOptions, catalog_training_rows, require_images
 from catalog_enhance.tasks.train.data import StepBatchSampler, StepLoader
 from catalog_enhance.tasks.runtime import autocast, seed_everything, step_generator, to_device
 
@@ -41,6 +41,8 @@ STREAM_BATCH, STREAM_NOISE, STREAM_FAKE_LABELS = 0, 1, 2
 
 class GANOptions(CatalogDataOptions):
     """``TrainConfig.data`` of the gan trainer."""
+
+    label_configured: ClassVar[tuple[str, ...]] = ("filters",)  # CE_GAN_FILTERS, else domain Y
 
     label_smoothing: float = pydantic.Field(0.0, ge=0.0, lt=0.5)  # real target = 1 - label_smoothing
     betas: tuple[float, float] = (0.5, 0.999)
@@ -79,6 +81,7 @@ class GANTrainer(Trainer):
             self.lake, split=self.options.split, filters=self.options.filters, **self.options.split_options()
         )
         self.data = load_catalog_images(self.lake, rows, self.options.image_size, self.options.fit)
+        require_images(len(self.data), f"{cfg.model} (split={self.options.split!r}, filters={self.options.filters!r})")
         self.data_manifest_hash = self.data.fingerprint()
         self.loader = StepLoader(
             self.data, batch_size=cfg.batch_size, seed=cfg.seed, total_steps=cfg.steps, runtime=self.runtime,

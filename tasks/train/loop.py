@@ -19,6 +19,7 @@ import pyarrow as pa
 import torch
 
 from catalog_enhance.data_contracts.layout import checkpoint_key, training_curve_key
+from catalog_enhance.tasks.catalog.labels import CatalogDataError, NotTrainableHere
 from catalog_enhance.tasks.lake.storage import Lake
 from catalog_enhance.tasks.train.base import trainer_for
 from catalog_enhance.tasks.lake.checkpoints import (
@@ -145,7 +146,12 @@ def train_model(
     setup_started = time.perf_counter()
     seed_everything(config.seed)
     trainer = trainer_for(config, lake, runtime)
-    trainer.setup()
+    try:
+        trainer.setup()  # reads the data first: what this catalog cannot give fails here, typed
+    except NotTrainableHere:
+        raise
+    except CatalogDataError as error:  # no rows for its filters, unknown label, too few images...
+        raise NotTrainableHere(config.model, str(error)) from None
     setup_seconds = time.perf_counter() - setup_started
 
     start_step, curve, seconds_before, resumed_from = 0, LossCurve(), 0.0, None

@@ -22,6 +22,7 @@ from torch import nn
 
 from catalog_enhance.models import get_model, get_spec
 from catalog_enhance.models.protocols import SRNetwork
+from catalog_enhance.tasks.catalog.labels import CatalogDataError
 from catalog_enhance.tasks.imaging.codec import load_rgb
 from catalog_enhance.tasks.imaging.lake_images import DEFAULT_CACHE_MB, LakeImages, fits_in_memory
 from catalog_enhance.tasks.imaging.metrics import psnr_y
@@ -116,7 +117,7 @@ class SRTrainer(Trainer):
 
         rows_table = read_pairs(self.lake, split="train", scale=scale)
         if rows_table.num_rows == 0:
-            raise ValueError(f"{config.model}: the pairs manifest has no train pairs at x{scale}")
+            raise CatalogDataError(f"the pairs manifest has no train pairs at x{scale}")
         self.data_manifest_hash = table_fingerprint(rows_table)
         rows = rows_table.to_pylist()
         pixels = [r["hr_width"] * r["hr_height"] + r["lr_width"] * r["lr_height"] for r in rows]

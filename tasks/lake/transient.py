@@ -1,5 +1,6 @@
-"""Transient or not: which storage errors are worth retrying a chunk for (the flow's retry
-condition). Retrying is safe: a retried chunk resumes (`tasks.enhance.chunk`)."""
+"""Transient or not: which storage errors are worth retrying: an enhancement chunk (the flow's
+retry condition; a retried chunk resumes, `tasks.enhance.chunk`) or an image fetch
+(`tasks.sources.uris.fetch`: a refused connection is a `fetch_error` retried, not `not_found`)."""
 
 from __future__ import annotations
 

@@ -1,74 +1,21 @@
-"""Every manifest read and write goes through here: validated on the way in and out.
-
-A manifest is a Parquet table at `layout.manifest_key(name)` meeting `MANIFEST_CONTRACTS[name]`.
-Readers get the validated table (empty, with the contract's schema, before the first write).
-Writers never write a table they read earlier: they pass a *change*, a function from the current
-table to the new one (or None: nothing to write), and `commit` applies it to the manifest as it is
-when the write happens. That one rule is what lets the commit protocol below change (a lock, a
-compare-and-swap, append-only parts) without any stage changing.
-
-Helpers for the manifests several stages share live here too: the current catalog, the
-quarantine log's de-duplicated append, the one validated pairs reader.
-"""
+"""Appending rows (optionally de-duplicated), and helpers for the manifests several stages share:
+the current catalog, the quarantine log's de-duplicated append, the one validated pairs reader,
+a slice's fingerprint."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from catalog_enhance.data_contracts.contracts import Contract
 from catalog_enhance.data_contracts.layout import manifest_key
-from catalog_enhance.data_contracts.manifests import MANIFEST_CONTRACTS
+from catalog_enhance.tasks.lake.manifests.store import commit, contract_of, exists, read
 from catalog_enhance.tasks.lake.storage import Lake
-
-Change = Callable[[pa.Table], pa.Table | None]
-
-# Serialises read-change-write of one manifest between the threads of a process (Prefect's
-# thread pool runs tasks of one flow side by side).
-_LOCKS: dict[tuple[str, str], threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
-
-
-def contract_of(name: str) -> Contract:
-    manifest_key(name)  # an unknown name is a KeyError listing the known manifests
-    return MANIFEST_CONTRACTS[name]
-
-
-def exists(lake: Lake, name: str) -> bool:
-    return lake.exists(manifest_key(name))
-
-
-def read(lake: Lake, name: str) -> pa.Table:
-    """The manifest, validated against its contract; empty with the contract's schema if absent."""
-    contract = contract_of(name)
-    key = manifest_key(name)
-    if not lake.exists(key):
-        return contract.empty()
-    return contract.check(lake.read_table(key))
-
-
-def _lock(lake: Lake, name: str) -> threading.Lock:
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault((lake.root_uri, name), threading.Lock())
-
-
-def commit(lake: Lake, name: str, change: Change) -> pa.Table | None:
-    """Apply `change` to the manifest as it is now and write the result (validated, atomically);
-    None when the change had nothing to write. Returns the table written."""
-    contract = contract_of(name)
-    with _lock(lake, name):
-        updated = change(read(lake, name))
-        if updated is None:
-            return None
-        table = contract.table(updated)
-        lake.write_table(manifest_key(name), table)
-        return table
 
 
 def append(lake: Lake, name: str, rows: Sequence[Mapping] | pa.Table, *,
@@ -77,22 +24,18 @@ def append(lake: Lake, name: str, rows: Sequence[Mapping] | pa.Table, *,
     `rows`) are left out. Returns the number of rows appended (0: nothing written)."""
     contract = contract_of(name)
     new = contract.table(rows if isinstance(rows, pa.Table) else list(rows))
-    added = 0
 
     def change(current: pa.Table) -> pa.Table | None:
-        nonlocal added
-        fresh = new if key is None else _new_keys(current, new, key)
-        added = fresh.num_rows
-        if not added:
-            return None
-        return pa.concat_tables([contract.table(current), fresh], promote_options="default")
+        fresh = new if key is None else new_keys(current, new, key)
+        return fresh if fresh.num_rows else None
 
-    commit(lake, name, change)
-    return added
+    added = commit(lake, name, change)
+    return 0 if added is None else added.num_rows
 
 
-def _new_keys(current: pa.Table, new: pa.Table, key: Sequence[str]) -> pa.Table:
-    seen = set(zip(*(current.column(c).to_pylist() for c in key)))
+def new_keys(current: pa.Table, new: pa.Table, key: Sequence[str]) -> pa.Table:
+    """The rows of `new` whose key is neither in `current` nor earlier in `new`."""
+    seen: set[tuple[Any, ...]] = set(zip(*(current.column(c).to_pylist() for c in key)))
     keep = []
     for values in zip(*(new.column(c).to_pylist() for c in key)):
         keep.append(values not in seen)
