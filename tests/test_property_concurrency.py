@@ -5,7 +5,8 @@ manifests' invariants:
 - every feed row ends up in the catalog or in quarantine, exactly once;
 - every key a manifest names exists and decodes;
 - no manifest row is ever lost (a row seen in any snapshot during the run is still there);
-- reruns converge (running the feeds again changes no current product and records nothing new).
+- reruns converge: running the feeds again changes no current product, and records nothing new
+  unless two feeds disagree about a SKU (then the later feed's row wins, each time).
 
 The writers are real processes (`manifest_writers.py`); enhancement and registration append the
 rows those stages append (a model is not trained here: the manifests are what is under test).
@@ -220,12 +221,14 @@ def run_scenario(scenario: Scenario, lake_url: str, work: Path) -> None:
 
 
 def _feeds_disagree(feeds: list[list[dict]]) -> bool:
-    """Whether two feeds give one SKU different content (then alternating reruns make versions)."""
+    """Whether two feeds give one SKU different content or a different image URI: then alternating
+    reruns rightly record versions (new content) or refreshes (same bytes, new URI: a later row
+    wins). Each feed's images live in its own folder, so one SKU in two feeds always has two URIs."""
     contents: dict[str, set] = {}
-    for rows in feeds:
+    for feed, rows in enumerate(feeds):
         for row, ingested in zip(rows, expected_outcome(rows)):
             if ingested:
-                contents.setdefault(row["sku"], set()).add((row["style"], row["image"]))
+                contents.setdefault(row["sku"], set()).add((row["style"], row["image"], feed))
     return any(len(c) > 1 for c in contents.values())
 
 
