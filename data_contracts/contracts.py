@@ -285,7 +285,8 @@ PAIRS = Contract(
     allowed={"split": SPLITS},
     checks={
         "image_sha256": SHA_CHECK,
-        "scale": (lambda v: v in (2, 3, 4), "scale must be 2, 3 or 4"),
+        # 1: same-size pairs (the input degraded, not shrunk) for restoration models.
+        "scale": (lambda v: v in (1, 2, 3, 4), "scale must be 1, 2, 3 or 4"),
         "hr_width": POSITIVE,
         "hr_height": POSITIVE,
         "lr_width": POSITIVE,

@@ -15,11 +15,14 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar, cast
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:  # the CLI imports the pipeline lazily, so that `--help` and input errors are fast
+    from catalog_enhance.tasks.enhance.params import EnhancementMode
 
 # Idle OpenMP threads must not spin: on a shared 2-core machine spinning made training 5x slower.
 # Set before torch is imported (the commands import it lazily).
@@ -135,6 +138,20 @@ def _check_lake(settings) -> None:
     Lake.from_settings(settings)
 
 
+ModeOption = Annotated[str, typer.Option(
+    help="fidelity (enlarge clean images: the SR champion) | restore (also undo JPEG, noise, blur: "
+         "the restoration champion)")]
+
+
+def _check_mode(mode: str) -> "EnhancementMode":
+    from catalog_enhance.tasks.enhance.params import ENHANCEMENT_MODES
+
+    if mode not in ENHANCEMENT_MODES:
+        typer.echo(f"input error: unknown --mode {mode!r}; modes: {', '.join(ENHANCEMENT_MODES)}", err=True)
+        raise typer.Exit(USER_ERROR_EXIT)
+    return cast("EnhancementMode", mode)
+
+
 def _check_feed(feed: str, settings) -> None:
     """Check the feed before any flow starts (a CSV's header, a Parquet schema), so one that cannot
     be used (missing, empty, not UTF-8, a required column missing) is one `FeedError` line."""
@@ -193,18 +210,25 @@ def pairs(
     degradation: Annotated[
         str, typer.Option(help="How LR inputs are made: bicubic | light | realistic (Real-ESRGAN's second order)")
     ] = "bicubic",
+    scale: Annotated[Optional[list[int]], typer.Option(
+        help="Scales to pair (repeat: --scale 1 --scale 2); 1 = same-size pairs for restoration. Default: 2, 3, 4")] = None,
     lake: LakeOption = None,
 ) -> None:
     """Make LR/HR training pairs (x2, x3, x4) for every current catalog image that has none."""
+    from catalog_enhance.tasks.catalog.pairs_config import SUPPORTED_SCALES, PairsConfig
     from catalog_enhance.tasks.imaging.degradation_config import named_degradation
 
     named_degradation(degradation)  # an unknown name is one line and exit 2, before the lake or a flow
+    if scale and (len(set(scale)) != len(scale) or any(s not in SUPPORTED_SCALES for s in scale)):
+        typer.echo(f"input error: --scale {scale}: distinct values among {SUPPORTED_SCALES}", err=True)
+        raise typer.Exit(USER_ERROR_EXIT)
     settings = _settings(lake)
     _check_lake(settings)
     from catalog_enhance.flows.pairs import make_pairs
     _quiet_console()
 
-    summary = make_pairs(lake_url=settings.lake_url, degradation=degradation)
+    summary = make_pairs(lake_url=settings.lake_url, degradation=degradation,
+                         config=PairsConfig(scales=tuple(scale)) if scale else None)
     _print_counts(f"pairs (degradation {degradation})", summary.counts())
 
 
@@ -286,10 +310,13 @@ def _print_champions(summary) -> None:
     console.print(table)
     from catalog_enhance.tasks.kinds import kind_for_role
 
-    sr = summary.champions.get(kind_for_role("upscale").name)
-    if sr is not None:
-        console.print(f"SR champion {sr.model_name} {sr.version}: PSNR-Y gain over bicubic at x2 (test split) "
-                      f"[bold]{sr.value:+.3f} dB[/bold]")
+    from catalog_enhance.tasks.enhance.params import ENHANCEMENT_MODES
+
+    for mode, role in ENHANCEMENT_MODES.items():
+        champion = summary.champions.get(kind_for_role(role).name)
+        if champion is not None:
+            console.print(f"{mode} champion ({champion.model_kind}) {champion.model_name} {champion.version}: PSNR-Y gain over bicubic "
+                          f"at x2 (test split) [bold]{champion.value:+.3f} dB[/bold]")
     if summary.nothing_new:
         console.print("evaluation: nothing new to evaluate")
     console.print(f"report: [bold]{summary.report_uri or 'none yet'}[/bold]")
@@ -356,12 +383,14 @@ def enhance(
     scale: Annotated[int, typer.Option(help="Upscaling factor (the model's own)")] = 2,
     target_long_side: Annotated[Optional[int], typer.Option(help="Exact output long side instead of a scale, e.g. 2048")] = None,
     style_transform: Annotated[bool, typer.Option(help="Then the CycleGAN studio transform (lifestyle images)")] = False,
-    model: Annotated[Optional[str], typer.Option(help="SR model name or version; default: the champion")] = None,
+    model: Annotated[Optional[str], typer.Option(help="SR model name or version; default: the mode's champion")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu | cuda | cuda:N | mps; default: automatic")] = None,
+    mode: ModeOption = "fidelity",
     lake: LakeOption = None,
 ) -> None:
-    """Enhance the catalog with the champion SR model (only images without an output yet), or, with
+    """Enhance the catalog with the mode's champion (only images without an output yet), or, with
     --input/--output, a folder or feed of images, through the same per-image code."""
+    checked_mode = _check_mode(mode)
     settings = _settings(lake)
     if input is None:
         if output is not None:
@@ -378,7 +407,7 @@ def enhance(
         # runner matches `with_options`' TaskRunner[PrefectFuture[Any]]; any runner is valid at runtime.
         summary = enhance_flow.with_options(task_runner=task_runner_for(settings, max_workers=2))(  # type: ignore[arg-type]
             feed=feed, lake_url=settings.lake_url, scale=scale, target_long_side=target_long_side,
-            style_transform=style_transform, model=model, device=device,
+            style_transform=style_transform, model=model, device=device, mode=checked_mode,
         )
         _print_counts("enhancement", summary.counts())
         console.print(summary.verdict())
@@ -390,7 +419,7 @@ def enhance(
     from catalog_enhance.tasks.lake.storage import Lake
     from catalog_enhance.tasks.runtime import select_runtime
 
-    params = EnhanceParams(scale=scale, target_long_side=target_long_side, style_transform=style_transform)
+    params = EnhanceParams(mode=checked_mode, scale=scale, target_long_side=target_long_side, style_transform=style_transform)
     inputs = open_inputs(input, output, settings)  # every path checked before a model loads
     lake_handle = Lake.from_settings(settings)
     runtime = select_runtime(device)
@@ -410,9 +439,12 @@ def nightly(
     feed: Annotated[str, typer.Option(help="Catalog feed to ingest")],
     retrain: Annotated[bool, typer.Option(help="Retrain every model even if a version exists")] = False,
     preset: Annotated[str, typer.Option(help="Training preset for models that get trained")] = "cpu",
+    mode: ModeOption = "fidelity",
     lake: LakeOption = None,
 ) -> None:
-    """Run the nightly pipeline: incremental ingestion, pairs for new items, training where needed."""
+    """Run the nightly pipeline: incremental ingestion, pairs for new items, training where needed,
+    evaluation and the gate, enhancement in `--mode` with its champion."""
+    checked_mode = _check_mode(mode)
     settings = _settings(lake)
     _check_feed(feed, settings)
     _check_lake(settings)
@@ -428,7 +460,8 @@ def nightly(
     _quiet_console()
 
     try:
-        summary = nightly_flow(feed=feed, lake_url=settings.lake_url, retrain=retrain, preset=preset)
+        summary = nightly_flow(feed=feed, lake_url=settings.lake_url, retrain=retrain, preset=preset,
+                               enhance_mode=checked_mode)
     except NightFailed as exc:  # the stages' own logs said why; the summary artifact has the rest
         typer.echo(f"nightly: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -60,6 +60,7 @@ from catalog_enhance.tasks.enhance import (
     prepare_enhancement,
     summarize,
 )
+from catalog_enhance.tasks.enhance.params import EnhancementMode
 from catalog_enhance.tasks.batching import chunked
 from catalog_enhance.tasks.lake.settings import Settings
 from catalog_enhance.tasks.lake.storage import Lake, open_lake
@@ -121,6 +122,7 @@ def enhance(
     chunk_size: int | None = None,
     device: str | None = None,
     style_model: str | None = None,
+    mode: EnhancementMode = "fidelity",
 ) -> EnhanceSummary:
     """Enhance every current catalog image that has no output for (model version, params).
 
@@ -129,6 +131,8 @@ def enhance(
     style model's domain (lifestyle). `model`: a name or version; default the SR champion the
     gate promoted (`NoChampion` when there is none: name a model). `device`: cpu, cuda, ...
     `style_model`: the studio transform's model (name or version); default the CycleGAN champion.
+    `mode`: `fidelity` (the SR champion) or `restore` (the restoration champion: also undoes JPEG,
+    noise and blur); recorded in each output's lineage row (`params_json`).
     """
     logger = get_run_logger()
     settings, lake = open_lake(lake_url)
@@ -136,7 +140,7 @@ def enhance(
     if feed:
         ingest_catalog(feed=feed, lake_url=settings.lake_url)
 
-    params = EnhanceParams(scale=scale, target_long_side=target_long_side, style_transform=style_transform)
+    params = EnhanceParams(mode=mode, scale=scale, target_long_side=target_long_side, style_transform=style_transform)
     prepared = prepare_enhancement(lake, params, model=model, style_model=style_model,
                                    runtime=select_runtime(device), run_id=run_id)
     for role, chosen in (("SR", prepared.choice.sr), ("style", prepared.choice.style)):

@@ -46,11 +46,12 @@ from catalog_enhance.flows.runners import task_runner_for
 from catalog_enhance.flows.train import TrainingSummary, train_models
 from catalog_enhance.models import get_spec
 from catalog_enhance.tasks.enhance.choice import NoChampion, choose_models
-from catalog_enhance.tasks.enhance.params import EnhanceParams
+from catalog_enhance.tasks.catalog.pairs_config import PairsConfig
+from catalog_enhance.tasks.enhance.params import ENHANCEMENT_MODES, EnhancementMode, EnhanceParams
 from catalog_enhance.tasks.enhance.run import EnhanceSummary
 from catalog_enhance.tasks.evaluate.pipeline import EvaluationSummary
 from catalog_enhance.tasks.ingest.run import IngestSummary
-from catalog_enhance.tasks.kinds import kind_for_role, trainable_models
+from catalog_enhance.tasks.kinds import get_kind, kind_for_role, trainable_models
 from catalog_enhance.tasks.lake.housekeeping import Housekeeping, housekeep
 from catalog_enhance.tasks.lake.model_registry import latest_version
 from catalog_enhance.tasks.pairs.run import PairsSummary
@@ -63,6 +64,8 @@ class NightlySummary:
     ingest: IngestSummary
     pairs: PairsSummary
     training: list[dict] = field(default_factory=list)
+    # Pairs of the other degradations the trained kinds need ("realistic" -> its summary).
+    degraded_pairs: dict[str, PairsSummary] = field(default_factory=dict)
     evaluation: EvaluationSummary | None = None
     enhancement: EnhanceSummary | None = None
     seconds: dict[str, float] = field(default_factory=dict)
@@ -89,6 +92,7 @@ class NightlySummary:
         return [
             ("ingestion", self.ingest.counts()),
             ("pairs", self.pairs.counts()),
+            *[(f"pairs ({name} degradation)", summary.counts()) for name, summary in self.degraded_pairs.items()],
             ("training", {r["name"]: f"{r['version']} ({r['train_seconds']:.0f} s)" for r in self.training}
              or {"models trained": 0}),
             *([("champions", self._champions(self.evaluation))] if self.evaluation else []),
@@ -183,9 +187,21 @@ def housekeeping_task(lake_url: str | None) -> Housekeeping:
     return cleanup
 
 
-def _is_required_model(model: str) -> bool:
-    """Models of the kind enhancement upscales with: the catalog needs them; the others are optional."""
-    return get_spec(model).kind == kind_for_role("upscale").name
+def _is_required_model(model: str, mode: EnhancementMode = "fidelity") -> bool:
+    """Models of the kind the night's enhancement mode runs: the catalog needs them; the others
+    are optional."""
+    return get_spec(model).kind == kind_for_role(ENHANCEMENT_MODES[mode]).name
+
+
+def _degradations_needed(models: list[str]) -> list[str]:
+    """The named degradations, beyond the pairs stage's default (bicubic), whose pairs the kinds
+    of `models` train and are judged on, in the kinds' order."""
+    needed: list[str] = []
+    for model in models:
+        for name in get_kind(get_spec(model).kind).pairs_degradations:
+            if name != "bicubic" and name not in needed:
+                needed.append(name)
+    return needed
 
 
 def _version_model(item: str) -> str:
@@ -204,10 +220,13 @@ def nightly(
     target_long_side: int | None = None,
     style_transform: bool = False,
     enhance_model: str | None = None,
+    enhance_mode: EnhancementMode = "fidelity",
 ) -> NightlySummary:
     """Run the whole chain on a catalog feed; a second run over an unchanged feed does nothing.
 
-    `enhance_model`: the SR model (name or version) to enhance with instead of the gate's champion.
+    `enhance_mode`: `fidelity` (the SR champion) or `restore` (the restoration champion); the
+    models of that mode's kind are the ones the night needs, every other model is optional.
+    `enhance_model`: the model (name or version) to enhance with instead of the mode's champion.
 
     Training runs for models without a registered version, or for all of `models` when `retrain`
     (the retrain deployment and a schedule set it); otherwise the registered versions are reused.
@@ -254,7 +273,22 @@ def nightly(
     except Exception as error:
         raise NightFailed(f"night failed: {current} failed: {describe_failure(error)}") from error
 
+    def required(model: str) -> bool:
+        return _is_required_model(model, enhance_mode)
+
     wanted = list(models or trainable_models())
+    # Pairs of the other degradations the models' kinds need (restoration: realistic), at the
+    # enhancement scale: without them those models are skipped, not the night.
+    degraded_pairs: dict[str, PairsSummary] = {}
+    for degradation in _degradations_needed(wanted):
+        try:
+            degraded_pairs[degradation] = stage(f"pairs ({degradation})", lambda: make_pairs.with_options(
+                timeout_seconds=timeout("make-pairs", settings))(
+                lake_url=settings.lake_url, degradation=degradation,
+                config=PairsConfig(scales=tuple(sorted({2, enhance_scale or 2})))))
+        except Exception as error:
+            record_failure(f"pairs ({degradation})", error, any(
+                required(m) and degradation in get_kind(get_spec(m).kind).pairs_degradations for m in wanted))
     to_train = wanted if retrain else [m for m in wanted if latest_version(lake, m) is None]
     training = TrainingSummary()
     if to_train:
@@ -262,14 +296,14 @@ def nightly(
             training = stage("train", lambda: train_models.with_options(timeout_seconds=timeout("train-models", settings))(
                 models=to_train, preset=preset, lake_url=settings.lake_url, fail_on_error=False))
         except Exception as error:  # the stage itself (a timeout, ...): every model of it is affected
-            record_failure("training", error, any(_is_required_model(m) for m in to_train))
+            record_failure("training", error, any(required(m) for m in to_train))
         for model, reason in training.skipped.items():
-            if _is_required_model(model):  # the catalog cannot have the model it needs: that is a failure
+            if required(model):  # the catalog cannot have the model it needs: that is a failure
                 record_failure(f"training {model}", f"cannot train on this catalog: {reason}", True)
             else:
                 skipped[model] = f"cannot train on this catalog: {reason}"
         for model, problem in training.failed.items():
-            record_failure(f"training {model}", problem, _is_required_model(model))
+            record_failure(f"training {model}", problem, required(model))
     else:
         logger.info("every model has a registered version; not retraining (retrain=False)")
 
@@ -286,7 +320,7 @@ def nightly(
             skipped[f"evaluation of {version}"] = reason or item
         for item in evaluation.failures:
             version, _, reason = item.partition(": ")
-            record_failure(f"evaluation of {version}", reason or item, _is_evaluated_sr(version))
+            record_failure(f"evaluation of {version}", reason or item, _is_evaluated_required(version, enhance_mode))
 
     # No feed: ingestion already ran above. Scale-out follows CE_DASK_ADDRESS when it is set.
     # The ignore: Prefect's stubs make TaskRunner invariant in its future type, so no concrete runner
@@ -296,15 +330,15 @@ def nightly(
     enhancement: EnhanceSummary | None = None
     with_style: bool | None = None
     try:
-        with_style = _models_to_enhance_with(lake, skipped, enhance_model, style_transform, scale=enhance_scale,
-                                             target_long_side=target_long_side)
+        with_style = _models_to_enhance_with(lake, skipped, enhance_model, style_transform, mode=enhance_mode,
+                                             scale=enhance_scale, target_long_side=target_long_side)
     except Exception as error:  # bad parameters, an unknown named model: the enhancement cannot run
         record_failure("enhancement", error, True)
     if with_style is not None:
         try:
             enhancement = stage("enhance", lambda: enhance_flow(
                 lake_url=settings.lake_url, scale=enhance_scale, target_long_side=target_long_side,
-                style_transform=with_style, model=enhance_model,
+                style_transform=with_style, model=enhance_model, mode=enhance_mode,
             ))
         except Exception as error:
             record_failure("enhancement", error, True)
@@ -320,7 +354,8 @@ def nightly(
         record_failure("housekeeping", error, False)
 
     summary = NightlySummary(
-        lake_uri=lake.root_uri, ingest=ingest, pairs=pairs, training=training.trained, evaluation=evaluation,
+        lake_uri=lake.root_uri, ingest=ingest, pairs=pairs, degraded_pairs=degraded_pairs,
+        training=training.trained, evaluation=evaluation,
         enhancement=enhancement, seconds=seconds, skipped=skipped, failed=failed,
         required_failed=required_failed, housekeeping=housekeeping,
     )
@@ -336,26 +371,27 @@ def nightly(
 
 
 def _models_to_enhance_with(lake: Lake, skipped: dict[str, str], model: str | None, style_transform: bool,
-                            **params: int | None) -> bool | None:
+                            mode: EnhancementMode = "fidelity", **params: int | None) -> bool | None:
     """Whether to enhance with the studio transform (False: without it), or None not to enhance:
     the gate promoted no SR version and none was named; the reasons go into `skipped`. Checked
     before the enhancement flow starts, so a night without a champion logs a line, not a traceback.
     Nothing the gate refused is ever published."""
     try:
-        choose_models(lake, EnhanceParams(style_transform=style_transform, **params), model=model)
+        choose_models(lake, EnhanceParams(mode=mode, style_transform=style_transform, **params), model=model)
         return style_transform
     except NoChampion as error:
         if not (style_transform and error.kind == kind_for_role("style").name):
             skipped["enhancement"] = str(error)
             return None
         skipped["studio transform"] = str(error)
-    return _models_to_enhance_with(lake, skipped, model, False, **params)
+    return _models_to_enhance_with(lake, skipped, model, False, mode, **params)
 
 
-def _is_evaluated_sr(version_label: str) -> bool:
-    """Whether an evaluation item ("name version" or "sr baselines") concerns the SR kind."""
+def _is_evaluated_required(version_label: str, mode: EnhancementMode) -> bool:
+    """Whether an evaluation item ("name version" or "sr baselines") concerns the kind the
+    night's enhancement mode runs."""
     name = _version_model(version_label)
     try:
-        return _is_required_model(name)
+        return _is_required_model(name, mode)
     except KeyError:  # not a registered model name (e.g. a kind's baselines)
-        return name == kind_for_role("upscale").name
+        return name == kind_for_role(ENHANCEMENT_MODES[mode]).name

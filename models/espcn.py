@@ -77,8 +77,8 @@ class ESPCN(nn.Module):
         super().__init__()
         # Any integral number is accepted (a numpy integer from a config), so the check is on the
         # value as an object: mypy deems `int` and `numbers.Integral` disjoint and would skip the rest.
-        if not isinstance(cast(object, scale), numbers.Integral) or scale < 2:
-            raise ValueError(f"ESPCN scale must be an integer >= 2, got {scale!r}")
+        if not isinstance(cast(object, scale), numbers.Integral) or scale < 1:
+            raise ValueError(f"ESPCN scale must be an integer >= 1 (1: same-size restoration), got {scale!r}")
         if activation not in ESPCN_ACTIVATIONS:
             raise ValueError(f"ESPCN activation must be one of {ESPCN_ACTIVATIONS}, got {activation!r}")
         if depth < 0 or channels < 1:
@@ -168,3 +168,20 @@ def build_espcn(
         zero_init_last=zero_init_last,
     )
 
+
+
+# The same network as a restoration model (kind "restore": trained on realistic degradations,
+# `tasks/train/restore.py`): RGB, since colour noise and JPEG's chroma blocks live outside the luma,
+# and one layer deeper, for a receptive field (15 LR px) that spans the blur kernels it undoes.
+RESTORE_PRESETS = {
+    "tiny": {"steps": 60, "batch_size": 8, "lr": 1e-3, "checkpoint_every": 30, "log_every": 10,
+             "data": {"lr_patch": 12, "augment": False, "warmup_steps": 10}},
+    "cpu": {"steps": 4000, "batch_size": 16, "lr": 1e-3, "checkpoint_every": 500, "log_every": 50,
+            "model_kwargs": {"depth": 4, "mid": 64},
+            "data": {"lr_patch": 24, "warmup_steps": 50}},
+    "gpu": {"steps": 200_000, "batch_size": 64, "lr": 3e-4, "checkpoint_every": 5000, "log_every": 500,
+            "model_kwargs": {"depth": 8, "mid": 64},
+            "data": {"lr_patch": 48, "warmup_steps": 1000}},
+}
+register_model("espcn_restore", kind="restore", presets=RESTORE_PRESETS,
+               description="ESPCN trained on realistic degradations (JPEG, noise, blur): restores and upscales")(build_espcn)

@@ -74,6 +74,7 @@ def sr_attribute(module: nn.Module, name: str) -> Any:
 
 KIND_PROTOCOLS: dict[str, type] = {
     "sr": SRNetwork,
+    "restore": SRNetwork,  # restoration (x1) and restoration + upscaling: the same network contract
     "gan": GANPair,
     "cgan": ConditionalGANPair,
     "cyclegan": Translator,

@@ -14,6 +14,7 @@ from skimage import data as skdata
 from catalog_enhance.data_contracts.contracts import PAIRS
 from catalog_enhance.tasks.lake import manifests
 from catalog_enhance.data_contracts.layout import pair_key
+from catalog_enhance.tasks.imaging.degradation_config import degradation_json
 from catalog_enhance.tasks.imaging.resize import imresize
 
 # Detailed photos (textures give bicubic something to miss); greyscale ones are made RGB.
@@ -42,25 +43,34 @@ def photo_crops(count: int, size: int, seed: int = 0) -> list[np.ndarray]:
     return crops
 
 
-def write_sr_pairs(lake, images: list[np.ndarray], splits: list[str], scale: int = 2) -> list[dict]:
-    """One pair per HR image (its sides a multiple of `scale`); writes PNGs + the pairs manifest."""
+def write_sr_pairs(lake, images: list[np.ndarray], splits: list[str], scale: int = 2, *,
+                   degradation: str = "bicubic", lr_images: list[np.ndarray] | None = None,
+                   replace: bool = True) -> list[dict]:
+    """One pair per HR image (its sides a multiple of `scale`); writes PNGs + the pairs manifest.
+    LR: MATLAB bicubic, or `lr_images` as given (recorded as the named `degradation`); `replace`
+    False appends to the manifest instead of replacing it."""
     rows = []
     created = datetime(2026, 1, 1, tzinfo=timezone.utc)
     for i, (hr, split) in enumerate(zip(images, splits, strict=True)):
-        lr = imresize(hr.astype(np.float64) / 255.0, 1 / scale)
-        lr = np.clip(np.round(lr * 255.0), 0, 255).astype(np.uint8)
+        if lr_images is None:
+            lr = imresize(hr.astype(np.float64) / 255.0, 1 / scale)
+            lr = np.clip(np.round(lr * 255.0), 0, 255).astype(np.uint8)
+        else:
+            lr = lr_images[i]
         sha = hashlib.sha256(hr.tobytes()).hexdigest()
-        hr_key, lr_key = (pair_key("testpairs", sha, scale, 0, role) for role in ("hr", "lr"))
+        config = f"testpairs-{degradation}"
+        hr_key, lr_key = (pair_key(config, sha, scale, 0, role) for role in ("hr", "lr"))
         lake.write_bytes(hr_key, png_bytes(hr))
         lake.write_bytes(lr_key, png_bytes(lr))
         rows.append({
-            "pair_id": f"p{i:04d}", "config_hash": "testpairs", "sku": f"sku{i}", "product_id": f"prod{i}",
+            "pair_id": f"{degradation[0]}{i:04d}", "config_hash": config, "sku": f"sku{i}", "product_id": f"prod{i}",
             "catalog_version": 1, "image_sha256": sha, "split": split, "scale": scale, "crop_index": 0,
             "crop_x": 0, "crop_y": 0, "hr_key": hr_key, "lr_key": lr_key,
             "hr_width": hr.shape[1], "hr_height": hr.shape[0], "lr_width": lr.shape[1], "lr_height": lr.shape[0],
-            "degradation": "bicubic", "category": "photo", "style": "studio", "created_at": created,
+            "degradation": degradation_json(degradation), "category": "photo", "style": "studio", "created_at": created,
         })
-    manifests.remove(lake, "pairs")
+    if replace:
+        manifests.remove(lake, "pairs")
     manifests.append(lake, "pairs", PAIRS.table(rows))
     return rows
 

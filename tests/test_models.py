@@ -301,11 +301,12 @@ def test_history_buffer_is_deterministic_and_resumable():
 
 
 def test_registry_lists_every_architecture_by_kind():
-    assert list_models() == ["catalog_classifier", "cgan", "cyclegan", "espcn", "gan", "srcnn"]
+    assert list_models() == ["catalog_classifier", "cgan", "cyclegan", "espcn", "espcn_restore", "gan", "srcnn"]
     assert list_models("sr") == ["espcn", "srcnn"]
+    assert list_models("restore") == ["espcn_restore"]
     assert list_models(kind="cyclegan") == ["cyclegan"]
     assert list_models(kind="classifier") == ["catalog_classifier"]
-    assert {get_spec(name).kind for name in list_models()} == {"sr", "gan", "cgan", "cyclegan", "classifier"}
+    assert {get_spec(name).kind for name in list_models()} == {"sr", "restore", "gan", "cgan", "cyclegan", "classifier"}
 
 
 def test_unknown_model_name_lists_the_known_ones():

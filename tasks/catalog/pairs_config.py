@@ -9,14 +9,16 @@ from catalog_enhance.tasks.catalog.splits import DEFAULT_SPLIT_SALT, SplitFracti
 from catalog_enhance.tasks.imaging.degradation_config import DegradationConfig
 from catalog_enhance.tasks.imaging.degradation_config import config_hash as hash_of_config
 
-SUPPORTED_SCALES = (2, 3, 4)
+# x1: same-size pairs (the input degraded, not shrunk) for restoration models.
+SUPPORTED_SCALES = (1, 2, 3, 4)
+DEFAULT_SCALES = (2, 3, 4)
 
 
 class PairsConfig(BaseModel):
     """Everything that decides which pairs exist and what their pixels are."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    scales: tuple[int, ...] = SUPPORTED_SCALES
+    scales: tuple[int, ...] = DEFAULT_SCALES
     # HR crop side; a multiple of 12 so one crop divides evenly by every scale 2, 3 and 4.
     hr_size: int = Field(192, ge=24)
     crops_per_image: int = Field(2, ge=1, le=64)

@@ -108,7 +108,7 @@ def no_champion_message(lake: Lake, kind: str, scale: int | None, champion: str 
                     and (scale is None or _row_scale(r) == scale)})
     why = (f"the {kind} champion {champion} is not a x{scale} model" if champion else
            "the evaluation gate has promoted no version (catalog-enhance evaluate)")
-    option = "--model" if kind == kind_for_role("upscale").name else "style_model="
+    option = "style_model=" if kind == kind_for_role("style").name else "--model"
     hint = (f"name a model with {option}{'' if option.endswith('=') else ' '}{names[0]} "
             f"(registered: {', '.join(names)})" if names else
             "no such model is registered either: train one first (catalog-enhance train)")
@@ -117,7 +117,8 @@ def no_champion_message(lake: Lake, kind: str, scale: int | None, champion: str 
 
 def choose_models(lake: Lake, params: EnhanceParams, *, model: str | None = None,
                   style_model: str | None = None) -> ModelChoice:
-    """The models of the enhancement roles (`tasks.kinds`): the upscaling kind's, at the asked scale,
-    and the style kind's when the studio transform is asked for."""
+    """The models of the enhancement roles (`tasks.kinds`): the mode's kind's (fidelity: the
+    upscaling kind; restore: the restoration kind), at the asked scale, and the style kind's when
+    the studio transform is asked for."""
     style = choose_model(lake, kind_for_role("style").name, style_model) if params.style_transform else None
-    return ModelChoice(sr=choose_model(lake, kind_for_role("upscale").name, model, scale=params.scale), style=style)
+    return ModelChoice(sr=choose_model(lake, kind_for_role(params.role).name, model, scale=params.scale), style=style)

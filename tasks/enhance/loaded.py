@@ -80,9 +80,10 @@ def load_models(lake: Lake, choice: ModelChoice, runtime: Runtime) -> Enhancemen
 
 def check_models(models: EnhancementModels, params: EnhanceParams) -> None:
     """Refuse, before any image is read, a model that cannot do what the parameters ask."""
-    upscale, style = kind_for_role("upscale").name, kind_for_role("style").name
-    if models.sr.kind != upscale:
-        raise ValueError(f"{models.sr.version} is a {models.sr.kind} model, not a super-resolution ({upscale}) model")
+    wanted, style = kind_for_role(params.role).name, kind_for_role("style").name
+    if models.sr.kind != wanted:
+        raise ValueError(f"{models.sr.version} is a {models.sr.kind} model; the {params.mode} mode runs "
+                         f"{wanted} models")
     if params.scale is not None and params.scale != models.scale:
         raise ValueError(
             f"{models.sr.version} is a x{models.scale} model but scale={params.scale} was asked for: use "

@@ -7,9 +7,12 @@ import hashlib
 import json
 from dataclasses import replace
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from catalog_enhance.tasks.inference.tiling import Tiling
+from catalog_enhance.tasks.kinds import EnhancementRole
 from catalog_enhance.tasks.runtime import Runtime
 
 
@@ -25,11 +28,19 @@ def inference_runtime(runtime: Runtime) -> Runtime:
     return runtime
 
 
+# Enhancement modes -> the role of the model kind whose champion each runs (`tasks.kinds`):
+# `fidelity` enlarges clean images (the PSNR champion, trained on bicubic pairs); `restore` also
+# undoes JPEG, noise and blur (the restoration champion, trained on realistic degradations).
+ENHANCEMENT_MODES: dict[str, EnhancementRole] = {"fidelity": "upscale", "restore": "restore"}
+EnhancementMode = Literal["fidelity", "restore"]
+
+
 class EnhanceParams(BaseModel):
-    """How to enhance: by a `scale`, or to an exact `target_long_side` (which then wins over
-    `scale`), with tiled inference; optionally followed by the CycleGAN studio transform."""
+    """How to enhance: in a `mode`, by a `scale`, or to an exact `target_long_side` (which then
+    wins over `scale`), with tiled inference; optionally followed by the CycleGAN studio transform."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    mode: EnhancementMode = "fidelity"
     scale: int | None = Field(2, ge=1, le=8)
     target_long_side: int | None = Field(None, ge=1, le=32768)
     tile: int = Field(256, ge=16)  # core tile side in input pixels
@@ -52,6 +63,11 @@ class EnhanceParams(BaseModel):
         return self
 
     @property
+    def role(self) -> EnhancementRole:
+        """The enhancement role (`tasks.kinds`) of the model this mode runs."""
+        return ENHANCEMENT_MODES[self.mode]
+
+    @property
     def tiling(self) -> Tiling:
         """`tile`, `overlap` and `batch_tiles` as the one object tiled inference takes."""
         return Tiling(tile=self.tile, overlap=self.overlap, batch_tiles=self.batch_tiles)
@@ -63,7 +79,8 @@ class EnhanceParams(BaseModel):
     def identity(self, style_version: str | None = None) -> dict:
         """Everything that decides the output pixels (`batch_tiles` does not), plus the style
         model's version when the transform runs."""
-        identity = self.model_dump(exclude={"batch_tiles"})
+        # The default mode stays out, so outputs made before modes existed keep their keys.
+        identity = self.model_dump(exclude={"batch_tiles"} | ({"mode"} if self.mode == "fidelity" else set()))
         if self.style_transform:
             if not style_version:
                 raise ValueError("style_transform needs the style model's version in the params identity")
@@ -79,4 +96,5 @@ class EnhanceParams(BaseModel):
 
     def describe(self) -> str:
         size = f"long side {self.target_long_side}" if self.target_long_side else f"x{self.scale}"
-        return f"{size}, tile {self.tile}+{self.overlap}" + (", studio transform" if self.style_transform else "")
+        return (f"{self.mode}, {size}, tile {self.tile}+{self.overlap}"
+                + (", studio transform" if self.style_transform else ""))

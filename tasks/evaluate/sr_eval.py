@@ -161,6 +161,7 @@ def sr_evaluation_rows(
     dataset_hash: str,
     split: str = "test",
     reference: str = REFERENCE,
+    kind: str = "sr",
 ) -> list[dict]:
     """Rows for the evaluations manifest (`gate.record_evaluation`) from `summarize` output, for
     one enhancer (a model version): psnr_y, ssim_y, psnr_y_gain, ssim_y_gain, share_worse_than_bicubic,
@@ -181,7 +182,7 @@ def sr_evaluation_rows(
         for metric, value, baseline_value, higher in metrics:
             rows.append(
                 {
-                    "model_name": model_name, "model_kind": "sr", "version": version, "metric": metric,
+                    "model_name": model_name, "model_kind": kind, "version": version, "metric": metric,
                     "scope": scope, "split": split, "value": None if pd.isna(value) else float(value),
                     "higher_is_better": higher, "baseline": reference,
                     "baseline_value": None if baseline_value is None or pd.isna(baseline_value) else float(baseline_value),

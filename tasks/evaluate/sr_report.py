@@ -10,7 +10,13 @@ import numpy as np
 import pandas as pd
 
 from catalog_enhance.tasks.evaluate.report import guarded
-from catalog_enhance.tasks.evaluate.sr_test import BASELINE_VERSION, pair_images, sr_enhancer, test_pairs
+from catalog_enhance.tasks.evaluate.sr_test import (
+    BASELINE_VERSION,
+    degradation_config_hash,
+    pair_images,
+    sr_enhancer,
+    test_pairs,
+)
 from catalog_enhance.tasks.evaluate.sr_versions import sr_scale_of
 from catalog_enhance.tasks.imaging.metrics import quantize
 from catalog_enhance.tasks.inference.enhancers import bicubic
@@ -23,12 +29,13 @@ from catalog_enhance.tasks.report.html import ImageGridSection, ReportSection, T
 log = logging.getLogger(__name__)
 
 
-def sr_comparison_table(evals: pd.DataFrame, lake: Lake) -> list[dict]:
-    """Per scale: the classical baselines and the newest evaluated version of each SR model, on the
-    newest test set of that scale (psnr/ssim, gains over bicubic, share of images worse)."""
+def sr_comparison_table(evals: pd.DataFrame, lake: Lake, kind: str = "sr") -> list[dict]:
+    """Per scale: the classical baselines and the newest evaluated version of each model of `kind`
+    (super-resolution or restoration), on the newest test set of that scale (psnr/ssim, gains over
+    bicubic, share of images worse)."""
     if evals.empty:
         return []
-    sr = evals[(evals["record"] == "evaluation") & (evals["model_kind"] == "sr")]
+    sr = evals[(evals["record"] == "evaluation") & (evals["model_kind"] == kind)]
     sr = sr[sr["scope"].str.fullmatch(r"scale=\d+").astype(bool)]
     rows = []
     for scope in sorted(sr["scope"].unique(), key=lambda s: int(s.split("=")[1])):
@@ -86,16 +93,17 @@ def _sort_value(value) -> float:
 # -- images --------------------------------------------------------------------------------------
 
 
-def sr_grid_sections(lake: Lake, n_images: int = 4) -> list[ReportSection]:
-    """Per scale with SR models: LR, bicubic, the newest version of each SR model, HR on a few test
-    pairs (one per category where possible)."""
+def sr_grid_sections(lake: Lake, n_images: int = 4, *, kind: str = "sr", degradation: str = "bicubic",
+                     title: str = "Super-resolution") -> list[ReportSection]:
+    """Per scale with models of `kind`: LR, bicubic, the newest version of each model, HR on a few
+    test pairs of the named `degradation` (one per category where possible)."""
     newest: dict[int, dict[str, dict]] = {}
     for row in list_versions(lake):
-        if row["kind"] == "sr":
+        if row["kind"] == kind:
             newest.setdefault(sr_scale_of(row), {})[row["name"]] = row
     sections: list[ReportSection] = []
     for scale in sorted(newest):
-        rows = test_pairs(lake, scale)
+        rows = test_pairs(lake, scale, config_hash=degradation_config_hash(lake, degradation))
         if rows.num_rows == 0:
             continue
         seen, pick = set(), []
@@ -118,7 +126,7 @@ def sr_grid_sections(lake: Lake, n_images: int = 4) -> list[ReportSection]:
             grid.append(outputs + [hr])
             labels.append(f"{meta['category']} · {meta['style']}")
         sections.append(ImageGridSection(
-            f"Super-resolution x{scale}: before and after", grid, row_labels=labels,
+            f"{title} x{scale}: before and after", grid, row_labels=labels,
             column_labels=["LR", "bicubic", *models, "HR (truth)"],
             note=f"Test-split crops (held-out products). LR shown enlarged with square pixels; each model is its "
                  f"newest version trained for x{scale}: {shown}.",
@@ -126,18 +134,21 @@ def sr_grid_sections(lake: Lake, n_images: int = 4) -> list[ReportSection]:
     return sections
 
 
-def sr_report_sections(lake: Lake, evals: pd.DataFrame) -> list[ReportSection]:
-    """The comparison table, where the champion loses, and the before/after grids; each drawn on
-    its own, so one that fails becomes a paragraph saying why and the others are still shown."""
-    sections = guarded("Super-resolution on the test split", lambda: [
-        TableSection("Super-resolution on the test split", sr_comparison_table(evals, lake),
+def sr_report_sections(lake: Lake, evals: pd.DataFrame, *, kind: str = "sr", degradation: str = "bicubic",
+                       title: str = "Super-resolution", short: str = "SR") -> list[ReportSection]:
+    """The comparison table, where the champion loses, and the before/after grids of `kind`'s
+    models on the named `degradation`'s test pairs; each drawn on its own, so one that fails
+    becomes a paragraph saying why and the others are still shown."""
+    sections = guarded(f"{title} on the test split", lambda: [
+        TableSection(f"{title} on the test split ({degradation} degradation)", sr_comparison_table(evals, lake, kind),
                      note="Classical baselines: bicubic, + unsharp mask, + histogram equalisation, + TV denoising "
                           "(on the luma only).")])
-    champion = current_champion(lake, "sr")
+    champion = current_champion(lake, kind)
     if champion is not None:
         def losses() -> list[ReportSection]:
             rows, verdict = sr_losses_table(evals, champion.model_name, champion.version)
-            return [TableSection("Where the SR champion does not beat bicubic", rows, note=verdict)]
-        sections += guarded("Where the SR champion does not beat bicubic", losses)
-    sections += guarded("Super-resolution: before and after", lambda: sr_grid_sections(lake))
+            return [TableSection(f"Where the {short} champion does not beat bicubic", rows, note=verdict)]
+        sections += guarded(f"Where the {short} champion does not beat bicubic", losses)
+    sections += guarded(f"{title}: before and after",
+                        lambda: sr_grid_sections(lake, kind=kind, degradation=degradation, title=title))
     return sections

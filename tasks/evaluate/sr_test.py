@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from catalog_enhance.tasks.imaging.degrade import DegradationConfig
+from catalog_enhance.tasks.imaging.degradation_config import degradation_json, named_degradation
 from catalog_enhance.tasks.inference.enhancers import Enhancer, classical_enhancers, model_enhancer
 from catalog_enhance.tasks.lake.champions import current_champion
 from catalog_enhance.tasks.evaluate.sr_eval import REFERENCE, evaluate_sr, sr_evaluation_rows, summarize
@@ -43,22 +44,32 @@ TEST_SPLIT = "test"
 BASELINE_VERSION = "classical"  # the `version` of the baselines' evaluation rows
 
 
-def current_pairs_config_hash(pairs: pa.Table) -> str | None:
-    """The pairs config the manifest is evaluated on: the default config's (what the pairs stage
-    makes) when present, otherwise the config of the most recently made pair; None if empty."""
+def current_pairs_config_hash(pairs: pa.Table, degradation: str = "bicubic") -> str | None:
+    """The pairs config `pairs` are evaluated on: the default config's with the named
+    `degradation` (what the pairs stage makes) when present, otherwise the config of the most
+    recently made pair; None if empty."""
     if pairs.num_rows == 0:
         return None
     hashes = set(pairs.column("config_hash").to_pylist())
-    default = PairsConfig().config_hash
+    default = PairsConfig(degradation=named_degradation(degradation)).config_hash
     if default in hashes:
         return default
     latest = pairs.sort_by([("created_at", "descending")]).slice(0, 1)
     return latest.column("config_hash")[0].as_py()
 
 
+def degradation_config_hash(lake: Lake, degradation: str) -> str:
+    """The pairs config whose test split judges models trained on the named `degradation`: the
+    current config (`current_pairs_config_hash`) among the pairs made with that degradation; ""
+    (no pairs) when none was made with it."""
+    pairs = read_pairs(lake, degradation=degradation_json(degradation))
+    return current_pairs_config_hash(pairs, degradation) or ""
+
+
 def test_pairs(lake: Lake, scale: int, *, config_hash: str | None = None, split: str = TEST_SPLIT) -> pa.Table:
     """The test-split pairs at `scale` of `config_hash` (default: the current config), by pair_id."""
-    config_hash = config_hash or current_pairs_config_hash(read_pairs(lake))
+    if config_hash is None:
+        config_hash = current_pairs_config_hash(read_pairs(lake))
     return read_pairs(lake, split=split, scale=scale, config_hash=config_hash or "")
 
 
@@ -109,15 +120,24 @@ class SRScaleResult:
     def n_images(self) -> int:
         return int(self.per_image["image"].nunique()) if len(self.per_image) else 0
 
-    def rows_for(self, enhancer: str, *, model_name: str, version: str) -> list[dict]:
-        """Evaluation-manifest rows (`sr_eval.sr_evaluation_rows`) of one enhancer."""
+    def rows_for(self, enhancer: str, *, model_name: str, version: str, kind: str = "sr") -> list[dict]:
+        """Evaluation-manifest rows (`sr_eval.sr_evaluation_rows`) of one enhancer, as `kind`'s."""
         return sr_evaluation_rows(self.summary, enhancer, model_name=model_name, version=version,
-                                  dataset_hash=self.dataset_hash, split=TEST_SPLIT)
+                                  dataset_hash=self.dataset_hash, split=TEST_SPLIT, kind=kind)
 
-    def baseline_rows(self) -> list[dict]:
+    def baseline_rows(self, kind: str = "sr") -> list[dict]:
         """Rows of every classical baseline (model_name = its enhancer name, version "classical")."""
         names = [n for n in classical_enhancers() if n in set(self.summary["enhancer"])]
-        return [row for name in names for row in self.rows_for(name, model_name=name, version=BASELINE_VERSION)]
+        return [row for name in names
+                for row in self.rows_for(name, model_name=name, version=BASELINE_VERSION, kind=kind)]
+
+    def best_baseline(self) -> tuple[str, float]:
+        """The classical baseline with the highest overall PSNR-Y gain over bicubic, and that gain
+        (bicubic itself: 0)."""
+        overall = self.summary[(self.summary["scope"] == "overall")
+                               & self.summary["enhancer"].isin(list(classical_enhancers()))]
+        best = overall.loc[overall["psnr_gain"].idxmax()]
+        return str(best["enhancer"]), float(best["psnr_gain"])
 
 
 def evaluate_sr_scale(

@@ -311,6 +311,11 @@ def named_degradation(name: str) -> DegradationConfig:
         ) from None
 
 
+def degradation_json(name: str) -> str:
+    """How the pairs manifest records the named degradation (its `degradation` column)."""
+    return canonical_json(named_degradation(name))
+
+
 def degradation_name(config: DegradationConfig) -> str | None:
     """The name of a config equal to `config`, or None (a config built by hand)."""
     return next((name for name, make in NAMED_DEGRADATIONS.items() if make() == config), None)

@@ -16,8 +16,13 @@ Hooks, in the order the pipeline uses them (CycleGAN repo's `base_model.py` in s
                       direction, what the baseline is)
     history_metrics   the metrics the report plots across versions
     enhancement_role  how enhancement uses the kind's champion: "upscale" (the super-resolution
-                      of every catalog image), "style" (the optional studio transform after it),
-                      or None (the kind reaches the catalog only through the report)
+                      of every catalog image, the `fidelity` mode), "restore" (the same, by a
+                      model trained on realistic degradations: the `restore` mode), "style"
+                      (the optional studio transform after it), or None (the kind reaches the
+                      catalog only through the report)
+    pairs_degradations
+                      the named degradations (`NAMED_DEGRADATIONS`) whose LR/HR pairs the kind
+                      trains and is judged on: the pairs stage makes them before training
     evaluation_batches(rows)
                       pending registry rows grouped into evaluation tasks (default: one a version)
     evaluate(lake, rows, context) -> KindEvaluation
@@ -42,7 +47,7 @@ if TYPE_CHECKING:  # annotations only: the plugins import these modules, the con
     from catalog_enhance.tasks.lake.storage import Lake
     from catalog_enhance.tasks.train.base import Trainer
 
-EnhancementRole = Literal["upscale", "style"]
+EnhancementRole = Literal["upscale", "restore", "style"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,7 @@ class ModelKind(abc.ABC):
     primary_metric: ClassVar[PrimaryMetric]
     history_metrics: ClassVar[tuple[str, ...]] = ()
     enhancement_role: ClassVar[EnhancementRole | None] = None
+    pairs_degradations: ClassVar[tuple[str, ...]] = ()
 
     def evaluation_batches(self, rows: Sequence[dict]) -> list[list[dict]]:
         """Pending versions grouped into evaluation tasks: one task a version by default."""

@@ -27,6 +27,7 @@ class SuperResolution(ModelKind):
     )
     history_metrics = ("psnr_y_gain", "ssim_y_gain", "share_worse_than_bicubic")
     enhancement_role = "upscale"
+    pairs_degradations = ("bicubic",)
 
     def evaluation_batches(self, rows: Sequence[dict]) -> list[list[dict]]:
         # One task for all versions: they share each scale's test images and baselines, and a

@@ -24,6 +24,7 @@ from catalog_enhance.models import get_model, get_spec
 from catalog_enhance.models.protocols import SRNetwork
 from catalog_enhance.tasks.catalog.labels import CatalogDataError
 from catalog_enhance.tasks.imaging.codec import load_rgb
+from catalog_enhance.tasks.imaging.degradation_config import degradation_json
 from catalog_enhance.tasks.imaging.lake_images import DEFAULT_CACHE_MB, LakeImages, fits_in_memory
 from catalog_enhance.tasks.imaging.metrics import psnr_y
 from catalog_enhance.tasks.inference.enhancers import bicubic, model_enhancer
@@ -76,13 +77,15 @@ def learning_rate(step: int, *, base_lr: float, total_steps: int, schedule: str,
 
 @torch.no_grad()
 def validate(model: nn.Module, lake: Lake, *, scale: int, channels: int, split: str = "val",
-             max_images: int | None = None) -> dict[str, float]:
-    """Mean PSNR (dB) of the model and of MATLAB bicubic on a split's pairs, paper protocol:
-    8-bit outputs, MATLAB BT.601 Y, `scale` pixels shaved per side (`evaluate.sr_metrics.psnr_y`).
+             max_images: int | None = None, degradation: str = "bicubic") -> dict[str, float]:
+    """Mean PSNR (dB) of the model and of MATLAB bicubic on a split's pairs of one named
+    `degradation`, paper protocol: 8-bit outputs, MATLAB BT.601 Y, `scale` pixels shaved per side
+    (`evaluate.sr_metrics.psnr_y`).
 
     Empty dict when the split has no pairs at this scale. The model is left in train mode.
     """
-    rows = read_pairs(lake, split=split, scale=scale).to_pylist()[:max_images]
+    rows = read_pairs(lake, split=split, scale=scale,
+                      degradation=degradation_json(degradation)).to_pylist()[:max_images]
     if not rows:
         return {}
     enhance = model_enhancer(model, scale, channels)
@@ -111,13 +114,20 @@ class SRTrainer(Trainer):
     options: SROptions
     model: nn.Module  # an SRNetwork (its kind's protocol, checked when it is built)
 
+    @property
+    def degradation(self) -> str:
+        """The named degradation of the pairs trained on: MATLAB bicubic alone, the papers' protocol
+        (the restoration trainer trains on realistic degradations instead)."""
+        return "bicubic"
+
     def setup(self) -> None:
         config, options = self.config, self.options
         scale, channels = options.scale, options.channels
 
-        rows_table = read_pairs(self.lake, split="train", scale=scale)
+        rows_table = read_pairs(self.lake, split="train", scale=scale, degradation=degradation_json(self.degradation))
         if rows_table.num_rows == 0:
-            raise CatalogDataError(f"the pairs manifest has no train pairs at x{scale}")
+            raise CatalogDataError(f"the pairs manifest has no train pairs at x{scale} with the "
+                                   f"{self.degradation} degradation (catalog-enhance pairs --degradation {self.degradation})")
         self.data_manifest_hash = table_fingerprint(rows_table)
         rows = rows_table.to_pylist()
         pixels = [r["hr_width"] * r["hr_height"] + r["lr_width"] * r["lr_height"] for r in rows]
@@ -194,4 +204,4 @@ class SRTrainer(Trainer):
     def final_metrics(self) -> dict[str, float]:
         options = self.options
         return validate(self.model, self.lake, scale=options.scale, channels=options.channels,
-                        max_images=options.val_images)
+                        max_images=options.val_images, degradation=self.degradation)

@@ -88,9 +88,10 @@ def quarantine(lake: Lake, records: Iterable[Mapping], *, run_id: str | None, no
 
 
 def read_pairs(lake: Lake, *, split: str | None = None, scale: int | None = None,
-               config_hash: str | None = None) -> pa.Table:
-    """The pairs manifest (validated), optionally one split / scale / config's rows, by pair_id.
-    FileNotFoundError when no pairs were ever made (the pairs stage must run first)."""
+               config_hash: str | None = None, degradation: str | None = None) -> pa.Table:
+    """The pairs manifest (validated), optionally one split / scale / config / degradation's rows
+    (`degradation`: the canonical JSON the pairs record), by pair_id. FileNotFoundError when no
+    pairs were ever made (the pairs stage must run first)."""
     if not exists(lake, "pairs"):
         raise FileNotFoundError(f"no pairs manifest at {lake.uri(manifest_key('pairs'))!r}: run the pairs stage first")
     table = read(lake, "pairs")
@@ -101,6 +102,8 @@ def read_pairs(lake: Lake, *, split: str | None = None, scale: int | None = None
         mask = pc.and_(mask, pc.equal(table["scale"], pa.scalar(scale, pa.int8())))
     if config_hash is not None:
         mask = pc.and_(mask, pc.equal(table["config_hash"], config_hash))
-    if split is None and scale is None and config_hash is None:
+    if degradation is not None:
+        mask = pc.and_(mask, pc.equal(table["degradation"], degradation))
+    if split is None and scale is None and config_hash is None and degradation is None:
         return table
     return table.filter(mask).sort_by([("pair_id", "ascending")])
