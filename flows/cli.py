@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # the CLI imports the pipeline lazily, so that `--help` and i
 # Idle OpenMP threads must not spin: on a shared 2-core machine spinning made training 5x slower.
 # Set before torch is imported (the commands import it lazily).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Prefect's telemetry cannot reach its host on an offline machine and logs an ERROR each run.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 app = typer.Typer(
     name="catalog-enhance",
@@ -138,6 +140,18 @@ def _check_lake(settings) -> None:
     Lake.from_settings(settings)
 
 
+def _check_catalog(settings) -> None:
+    """A stage that reads the catalog, on a lake where nothing was ingested: one line, exit 2."""
+    from catalog_enhance.tasks.lake import manifests
+    from catalog_enhance.tasks.lake.storage import Lake
+
+    lake = Lake.from_settings(settings)
+    if not manifests.exists(lake, "catalog"):
+        typer.echo(f"input error: {lake.root_uri} has no catalog yet: run catalog-enhance ingest --feed FEED first",
+                   err=True)
+        raise typer.Exit(USER_ERROR_EXIT)
+
+
 ModeOption = Annotated[str, typer.Option(
     help="fidelity (enlarge clean images: the SR champion) | restore (also undo JPEG, noise, blur: "
          "the restoration champion)")]
@@ -224,6 +238,7 @@ def pairs(
         raise typer.Exit(USER_ERROR_EXIT)
     settings = _settings(lake)
     _check_lake(settings)
+    _check_catalog(settings)
     from catalog_enhance.flows.pairs import make_pairs
     _quiet_console()
 
@@ -344,13 +359,20 @@ def evaluate_sr(
                                          "checked if given (1 = same-size restoration)")
     ] = None,
     model: Annotated[
-        Optional[str], typer.Option(help="SR model name (newest version) or exact version; default: the champion")
+        Optional[str], typer.Option(help="Model name (newest version) or exact version; default: the mode's champion")
     ] = None,
+    degradation: Annotated[
+        Optional[str], typer.Option(help="--images: degrade them by bicubic | light | realistic "
+                                         "(default: like the training pairs)")
+    ] = None,
+    mode: ModeOption = "fidelity",
     out: Annotated[Optional[Path], typer.Option(help="Per-image CSV (summary beside it, .summary.csv)")] = None,
     lake: LakeOption = None,
 ) -> None:
-    """Score bicubic, the classical enhancers and an SR model on your own photos: degraded like the
-    training pairs (--images), or your own low-quality captures against their good versions (--hr/--lr)."""
+    """Score bicubic, the classical enhancers and a model on your own photos: degraded here (--images,
+    like the training pairs or by --degradation), or your own low-quality captures against their good
+    versions (--hr/--lr)."""
+    checked_mode = _check_mode(mode)
     settings = _settings(lake)
     _check_lake(settings)
     from catalog_enhance.flows.evaluate import evaluate_sr_command
@@ -358,7 +380,8 @@ def evaluate_sr(
 
     try:
         result = evaluate_sr_command(images, scale, model=model, lake_url=settings.lake_url, out=out,
-                                     hr=hr, lr=lr, lr_template=lr_template)
+                                     hr=hr, lr=lr, lr_template=lr_template, degradation=degradation,
+                                     mode=checked_mode)
     except (ValueError, KeyError, NotADirectoryError) as exc:
         typer.echo(f"input error: {' '.join(str(exc).split())}", err=True)
         raise typer.Exit(USER_ERROR_EXIT) from None

@@ -30,7 +30,9 @@ from catalog_enhance.tasks.evaluate.feature_extractor import ClassifierSettings
 from catalog_enhance.flows.rendering import evaluation_markdown
 from catalog_enhance.tasks.evaluate.pipeline import current_champions, pending_versions
 from catalog_enhance.tasks.evaluate.results import EvaluationSummary
-from catalog_enhance.tasks.kinds import EvaluationContext, KindEvaluation, get_kind, list_kinds
+from catalog_enhance.tasks.enhance.params import ENHANCEMENT_MODES, EnhancementMode
+from catalog_enhance.tasks.imaging.degradation_config import named_degradation
+from catalog_enhance.tasks.kinds import EvaluationContext, KindEvaluation, get_kind, kind_for_role, list_kinds
 from catalog_enhance.tasks.evaluate.sr_eval import PAIRED, SYNTHETIC, evaluate_sr_folder, write_sr_report_csv
 from catalog_enhance.tasks.evaluate.sr_paired import DEFAULT_LR_TEMPLATE, PairedFolderError, pair_folders, score_paired
 from catalog_enhance.tasks.evaluate.sr_test import SCALES, choose_sr_model, pairs_degradation, sr_enhancer
@@ -141,6 +143,8 @@ def evaluate_sr_command(
     hr: str | Path | None = None,
     lr: str | Path | None = None,
     lr_template: str | None = None,
+    degradation: str | None = None,
+    mode: EnhancementMode = "fidelity",
 ) -> FolderEvaluation:
     """Score the classical baselines and an SR model on a folder of HR photos (`images`), or on
     the user's own HR/LR pairs (`hr` and `lr`; exclusive with `images`).
@@ -150,8 +154,11 @@ def evaluate_sr_command(
     `scale` defaults to 2. Paired (`hr`, `lr`, `lr_template`: `sr_paired`): the LR images are the
     user's, paired by sub-folder and stem; the scale is inferred from the sizes, or checked
     against `scale` if given; x1 pairs score the identity and classical restorations.
-    `model`: a model name (its newest version) or an exact version; default: the SR champion if
-    it is trained for the scale, else the newest SR version for it, else only the baselines.
+    `degradation` (synthetic): a named degradation (`bicubic`, `light`, `realistic`) instead of
+    the pairs config's. `mode`: whose model is scored (`fidelity`: super-resolution; `restore`:
+    restoration). `model`: a model name (its newest version) or an exact version; default: the
+    mode's champion if it is trained for the scale, else the newest version of its kind for it,
+    else only the baselines.
     Writes the per-image CSV to `out` (default `./sr_evaluation_x{scale}.csv`, paired:
     `./sr_evaluation_paired_x{scale}.csv`) and the summary beside it (`.summary.csv`).
     """
@@ -164,6 +171,8 @@ def evaluate_sr_command(
         raise PairedFolderError("pass --images DIR (photos degraded here) or --hr DIR --lr DIR (your own pairs)")
     if not paired and lr_template is not None:
         raise PairedFolderError("--lr-template goes with --hr/--lr")
+    if paired and degradation is not None:
+        raise PairedFolderError("--degradation makes LR images from --images; with --hr/--lr the LR images are yours")
     lake = _lake(lake_url)
     folders = None
     if paired:
@@ -174,8 +183,10 @@ def evaluate_sr_command(
         scale = 2 if scale is None else scale
         if scale not in SCALES:
             raise ValueError(f"--scale must be one of {SCALES}, got {scale}")
+    named = named_degradation(degradation) if degradation is not None else None  # unknown: one line, first
     enhancers = classical_enhancers()
-    row = choose_sr_model(lake, scale, model, scale_from="the pairs in --hr/--lr" if paired else None)
+    kind = kind_for_role(ENHANCEMENT_MODES[mode]).name
+    row = choose_sr_model(lake, scale, model, scale_from="the pairs in --hr/--lr" if paired else None, kind=kind)
     label = None
     if row is not None:
         label = f"{row['name']} {row['version']}"
@@ -183,7 +194,8 @@ def evaluate_sr_command(
         notes = [f"model: {label}"]
     else:
         restorations = "identity and classical restorations" if scale == 1 else "classical baselines"
-        notes = [f"no SR model trained for x{scale} in {lake.root_uri}: {restorations} only"]
+        what = "SR" if mode == "fidelity" else "restoration"
+        notes = [f"no {what} model trained for x{scale} in {lake.root_uri}: {restorations} only"]
     if folders is not None:
         evaluation = score_paired(folders, enhancers)
         per_image, summary = evaluation.per_image, evaluation.summary
@@ -198,8 +210,9 @@ def evaluate_sr_command(
         default_out = Path(f"sr_evaluation_paired_x{scale}.csv")
     else:
         assert images is not None  # checked above
-        per_image, summary = evaluate_sr_folder(images, scale, pairs_degradation(lake), enhancers, seed=seed)
-        notes.append("synthetic: the LR images are your photos degraded like the training pairs")
+        per_image, summary = evaluate_sr_folder(images, scale, named or pairs_degradation(lake), enhancers, seed=seed)
+        notes.append(f"synthetic: the LR images are your photos degraded by the {degradation} degradation (seed {seed})"
+                     if degradation else "synthetic: the LR images are your photos degraded like the training pairs")
         default_out = Path(f"sr_evaluation_x{scale}.csv")
     csv_path = write_sr_report_csv(per_image, Path(out) if out else default_out)
     summary_path = write_sr_report_csv(summary, csv_path.with_suffix(".summary.csv"))

@@ -62,8 +62,8 @@ def ingest_catalog(feed: str, lake_url: str | None = None, batch_size: int | Non
     summary = finish_ingestion(lake, prepared, results)
 
     for record in summary.quarantine[:MAX_LISTED]:
-        logger.warning("quarantined %s (row %s): %s: %s",
-                       record["sku"], record["feed_row"], record["reason"], record["detail"])
+        where = f"row {record['feed_row']}" if record["sku"] is None else f"{record['sku']} (row {record['feed_row']})"
+        logger.warning("quarantined %s: %s: %s", where, record["reason"], record["detail"])
     if summary.quarantined > MAX_LISTED:
         logger.warning("... and %d more in %s", summary.quarantined - MAX_LISTED, summary.quarantine_key)
     logger.info("ingestion: %s", summary.counts())

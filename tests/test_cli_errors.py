@@ -176,9 +176,15 @@ def test_an_unexpected_error_is_one_line_exit_1_with_a_hint(tmp_path, monkeypatc
         raise ZeroDivisionError("something nobody expected")
 
     monkeypatch.setattr(catalog_enhance.flows.pairs, "make_pairs", broken)
+    monkeypatch.setattr(cli, "_check_catalog", lambda settings: None)  # as if something was ingested
     code, lines = run(["pairs", "--lake", str(tmp_path / "lake")])
     assert code == 1 and len(lines) == 1, lines
     assert lines[0] == "error: ZeroDivisionError: something nobody expected (run with --debug for the traceback)"
+
+
+def test_pairs_before_any_ingestion_is_one_line_before_the_flow(tmp_path):
+    code, lines = run(["pairs", "--lake", str(tmp_path / "lake")])
+    assert_one_line(code, lines, "input error:", "has no catalog yet", "catalog-enhance ingest")
 
 
 def test_debug_shows_the_traceback(tmp_path):

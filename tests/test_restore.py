@@ -174,3 +174,29 @@ def test_the_night_makes_the_pairs_each_kind_needs_and_requires_the_modes_kind()
     assert _degradations_needed(["espcn"]) == []
     assert _is_required_model("espcn") and not _is_required_model("espcn_restore")
     assert _is_required_model("espcn_restore", "restore") and not _is_required_model("espcn", "restore")
+
+
+def test_evaluate_sr_degrades_a_folder_realistically_and_scores_the_restoration_champion(lake, tmp_path):
+    from catalog_enhance.flows.evaluate import evaluate_sr_command
+    from catalog_enhance.tasks.evaluate.sr_paired import PairedFolderError
+
+    with_realistic_pairs(lake)
+    restore = train(lake, "espcn_restore", steps=2)
+    _promote(lake, restore)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, crop in enumerate(photo_crops(2, 40, seed=9)):
+        Image.fromarray(crop).save(photos / f"{i}.png")
+    kwargs = dict(scale=2, lake_url=lake.root_uri, out=tmp_path / "scores.csv")
+    result = evaluate_sr_command(photos, degradation="realistic", mode="restore", **kwargs)
+    assert result.model == f"espcn_restore {restore['version']}"
+    assert "realistic degradation" in result.note
+    bicubic_only = evaluate_sr_command(photos, **kwargs)  # like the training pairs: bicubic, SR kind
+    assert bicubic_only.model is None  # no SR model in this lake
+    scored = result.summary[result.summary["scope"] == "overall"].set_index("enhancer")["psnr_y"]
+    plain = bicubic_only.summary[bicubic_only.summary["scope"] == "overall"].set_index("enhancer")["psnr_y"]
+    assert scored["bicubic"] < plain["bicubic"]  # the realistic inputs really are worse
+    with pytest.raises(ValueError, match="unknown degradation 'studio'"):
+        evaluate_sr_command(photos, degradation="studio", **kwargs)
+    with pytest.raises(PairedFolderError, match="--degradation"):
+        evaluate_sr_command(hr=photos, lr=photos, degradation="realistic", **kwargs)

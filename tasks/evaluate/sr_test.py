@@ -167,25 +167,27 @@ def dataset_hash(lake: Lake, scale: int, *, config_hash: str | None = None) -> s
 
 
 
-def choose_sr_model(lake: Lake, scale: int, model: str | None = None, *, scale_from: str | None = None) -> dict | None:
-    """The registry row of the SR model to score at `scale`: `model` (a name: its newest version;
-    or an exact version), else the SR champion if it was trained for `scale`, else the newest SR
-    version trained for `scale`; None if there is none. A named model of another kind or scale is
-    an error naming both; `scale_from` says where `scale` came from when it was not --scale."""
+def choose_sr_model(lake: Lake, scale: int, model: str | None = None, *, scale_from: str | None = None,
+                    kind: str = "sr") -> dict | None:
+    """The registry row of the `kind` model (super-resolution, or restoration) to score at
+    `scale`: `model` (a name: its newest version; or an exact version), else the kind's champion
+    if it was trained for `scale`, else the kind's newest version trained for `scale`; None if
+    there is none. A named model of another kind or scale is an error naming both; `scale_from`
+    says where `scale` came from when it was not --scale."""
     def trained_scale(row: dict) -> int | None:
         return json.loads(row["metadata_json"]).get("scale")
 
     if model:
         row = find_version(lake, model)
-        if row["kind"] != "sr":
-            raise ValueError(f"{row['version']} is a {row['kind']} model, not super-resolution")
+        if row["kind"] != kind:
+            raise ValueError(f"{row['version']} is a {row['kind']} model, not a {kind} model")
         if trained_scale(row) != scale:
             advice = (f"pass --scale {trained_scale(row)} or another model" if scale_from is None
                       else f"{scale_from} are x{scale}; pass another model")
             raise ValueError(f"{row['version']} is trained for x{trained_scale(row)}, not x{scale}; {advice}")
         return row
-    sr_rows = [r for r in list_versions(lake) if r["kind"] == "sr" and trained_scale(r) == scale]
-    champion = current_champion(lake, "sr")
+    sr_rows = [r for r in list_versions(lake) if r["kind"] == kind and trained_scale(r) == scale]
+    champion = current_champion(lake, kind)
     if champion is not None:
         for row in sr_rows:
             if (row["name"], row["version"]) == (champion.model_name, champion.version):
