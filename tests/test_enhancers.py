@@ -39,7 +39,7 @@ def _high_frequency_energy(rgb: np.ndarray) -> float:
 def test_registry_lists_the_classical_baselines_bicubic_first():
     names = enhancer_names()
     assert names[0] == "bicubic"
-    assert {"bicubic+unsharp", "bicubic+histeq", "bicubic+denoise"} <= set(names)
+    assert {"bicubic+unsharp", "bicubic+histeq", "bicubic+denoise", "bicubic+denoise+unsharp"} <= set(names)
     assert classical_enhancers() is not classical_enhancers()  # callers get their own dict
     with pytest.raises(ValueError, match="already registered"):
         register_enhancer("bicubic", bicubic)
@@ -47,7 +47,8 @@ def test_registry_lists_the_classical_baselines_bicubic_first():
         get_enhancer("magic")
 
 
-@pytest.mark.parametrize("name", ["bicubic", "bicubic+unsharp", "bicubic+histeq", "bicubic+denoise"])
+@pytest.mark.parametrize("name", ["bicubic", "bicubic+unsharp", "bicubic+histeq", "bicubic+denoise",
+                                  "bicubic+denoise+unsharp"])
 @pytest.mark.parametrize("scale", [2, 3])
 def test_every_baseline_returns_an_hr_sized_rgb_image_in_range(name, scale):
     lr = _textured()
@@ -70,6 +71,17 @@ def test_unsharp_mask_adds_high_frequency_energy():
     assert _high_frequency_energy(get_enhancer("bicubic+unsharp")(lr, 2)) > 1.2 * _high_frequency_energy(bicubic(lr, 2))
 
 
+def test_the_restoration_pipeline_denoises_then_sharpens():
+    from catalog_enhance.tasks.inference.enhancers import denoise_unsharp
+
+    lr = _textured(16, 16)
+    noisy = np.clip(lr + np.random.default_rng(0).normal(0, 0.08, lr.shape), 0, 1)
+    denoised = denoise_unsharp(weight=0.1, amount=0.0)(noisy, 2)
+    assert _high_frequency_energy(denoised) < _high_frequency_energy(bicubic(noisy, 2))
+    assert _high_frequency_energy(denoise_unsharp(weight=0.1, amount=1.0)(noisy, 2)) > _high_frequency_energy(denoised)
+    np.testing.assert_allclose(denoise_unsharp(weight=0.0, amount=0.0)(noisy, 2), bicubic(noisy, 2), atol=1e-9)
+
+
 def test_denoiser_removes_high_frequency_energy_and_histeq_stretches_contrast():
     lr = _textured(16, 16)
     up = bicubic(lr, 2)
@@ -78,7 +90,8 @@ def test_denoiser_removes_high_frequency_energy_and_histeq_stretches_contrast():
     assert rgb_to_y(get_enhancer("bicubic+histeq")(dull, 2)).std() > 2 * rgb_to_y(bicubic(dull, 2)).std()
 
 
-@pytest.mark.parametrize("name", ["bicubic", "bicubic+unsharp", "bicubic+histeq", "bicubic+denoise"])
+@pytest.mark.parametrize("name", ["bicubic", "bicubic+unsharp", "bicubic+histeq", "bicubic+denoise",
+                                  "bicubic+denoise+unsharp"])
 def test_baselines_touch_only_luma_so_grey_stays_grey(name):
     grey = np.repeat(_textured()[..., :1], 3, axis=2)
     out = quantize(get_enhancer(name)(grey, 2)).astype(int)

@@ -172,7 +172,8 @@ def test_evaluate_sr_command_scores_a_folder_with_the_champion(tmp_path):
     result = evaluate_sr_command(photos, 2, lake_url=str(tmp_path / "lake"), out=out)
     assert result.model == f"srcnn {champion.version}" and result.csv_path == out and out.exists()
     scored = result.per_image[result.per_image["enhancer"] != ""]
-    assert set(scored["enhancer"]) == {"bicubic", "bicubic+unsharp", "bicubic+histeq", "bicubic+denoise", result.model}
+    assert set(scored["enhancer"]) == {"bicubic", "bicubic+unsharp", "bicubic+histeq", "bicubic+denoise",
+                                      "bicubic+denoise+unsharp", result.model}
     assert scored["psnr_y"].notna().all() and set(scored["file"]) == {"p0.png", "shoes/p1.png"}
     (skipped,) = result.per_image[result.per_image["enhancer"] == ""].itertuples()
     assert skipped.file == "notes.txt" and skipped.error

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +103,8 @@ def test_a_catalog_with_other_labels_and_no_paired_shots_is_enhanced_and_says_wh
     state, summary = run_night(arbitrary_catalog(tmp_path / "shop"), tmp_path / "lake", style_transform=True)
     assert_enhanced_everything(tmp_path / "lake")
     assert summary.skipped["studio transform"].startswith("no gated champion for cyclegan")
-    assert {r["name"] for r in summary.training} == {"srcnn", "espcn"}
+    assert {r["name"] for r in summary.training} == {"srcnn", "espcn", "espcn_restore"}
+    assert summary.degraded_pairs["realistic"].pairs_written > 0  # what the restoration kind trains on
     # Every optional model is skipped with the reason this catalog gives (none has a studio or a
     # lifestyle shot), in the summary, its markdown and the state's message.
     assert set(summary.skipped) == {*OPTIONAL, "studio transform"} and not summary.failed
@@ -127,12 +129,25 @@ def test_a_studio_only_catalog_is_enhanced_and_an_optional_models_failure_is_onl
     monkeypatch.setattr(CGANTrainer, "train_step", broken_step)
     state, summary = run_night(studio_only_catalog(tmp_path), tmp_path / "lake")
     assert_enhanced_everything(tmp_path / "lake")
-    assert {r["name"] for r in summary.training} == {"srcnn", "espcn", "gan"}
+    assert {r["name"] for r in summary.training} == {"srcnn", "espcn", "espcn_restore", "gan"}
     assert list(summary.skipped) == ["cyclegan"] and "style=lifestyle" in summary.skipped["cyclegan"]
     assert summary.failed == {"training cgan": "RuntimeError: cgan step exploded"} and summary.succeeded
     assert "failed training cgan: RuntimeError: cgan step exploded" in state.message
     assert "failed training cgan: RuntimeError: cgan step exploded" in summary.to_markdown()
     print("\n".join(summary.verdicts()))
+
+
+@pytest.mark.slow
+def test_a_restore_night_enhances_with_the_restoration_model_and_records_the_mode(tmp_path, prefect_harness):
+    # Named, because the gate may refuse a 60-step model; without a name the night would skip
+    # enhancement with "no gated champion for x2 restore" (as a fidelity night does).
+    state, summary = run_night(studio_only_catalog(tmp_path), tmp_path / "lake", models=["espcn", "espcn_restore"],
+                               enhance_mode="restore", enhance_model="espcn_restore")
+    assert_enhanced_everything(tmp_path / "lake")
+    assert summary.enhancement is not None and summary.succeeded
+    rows = manifests.read(Lake.from_url(str(tmp_path / "lake")), "enhancements").to_pylist()
+    assert {r["model_name"] for r in rows} == {"espcn_restore"}
+    assert {json.loads(r["params_json"])["mode"] for r in rows} == {"restore"}
 
 
 # -- the label configuration --------------------------------------------------------------------

@@ -141,8 +141,8 @@ def sr_report_sections(lake: Lake, evals: pd.DataFrame, *, kind: str = "sr", deg
     becomes a paragraph saying why and the others are still shown."""
     sections = guarded(f"{title} on the test split", lambda: [
         TableSection(f"{title} on the test split ({degradation} degradation)", sr_comparison_table(evals, lake, kind),
-                     note="Classical baselines: bicubic, + unsharp mask, + histogram equalisation, + TV denoising "
-                          "(on the luma only).")])
+                     note="Classical baselines: bicubic, + unsharp mask, + histogram equalisation, + TV denoising, "
+                          "+ TV denoising then unsharp mask (on the luma only).")])
     champion = current_champion(lake, kind)
     if champion is not None:
         def losses() -> list[ReportSection]:
