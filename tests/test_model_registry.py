@@ -131,7 +131,8 @@ def test_train_models_flow_trains_and_registers(prefect_harness, tmp_path):
     summary = train_models(models=["espcn"], preset="tiny", steps=5, lake_url=lake_url,
                            overrides={"espcn": {"data.scale": 3}}, fail_on_error=False)
     assert (summary.trained, summary.failed) == ([], {})
-    assert summary.skipped == {"espcn": "the pairs manifest has no train pairs at x3"}
+    assert summary.skipped == {"espcn": "the pairs manifest has no train pairs at x3 with the bicubic degradation "
+                                       "(catalog-enhance pairs --degradation bicubic)"}
 
 
 def test_flow_rejects_unknown_models_and_bad_overrides_before_training(prefect_harness, tmp_path):
