@@ -50,7 +50,7 @@ from catalog_enhance.tasks.enhance.params import EnhanceParams
 from catalog_enhance.tasks.enhance.run import EnhanceSummary
 from catalog_enhance.tasks.evaluate.pipeline import EvaluationSummary
 from catalog_enhance.tasks.ingest.run import IngestSummary
-from catalog_enhance.tasks.kinds import kind_for_role, trainable_models
+from catalog_enhance.tasks.kinds import default_models, kind_for_role
 from catalog_enhance.tasks.lake.housekeeping import Housekeeping, housekeep
 from catalog_enhance.tasks.lake.model_registry import latest_version
 from catalog_enhance.tasks.pairs.run import PairsSummary
@@ -254,7 +254,7 @@ def nightly(
     except Exception as error:
         raise NightFailed(f"night failed: {current} failed: {describe_failure(error)}") from error
 
-    wanted = list(models or trainable_models())
+    wanted = list(models or default_models())
     to_train = wanted if retrain else [m for m in wanted if latest_version(lake, m) is None]
     training = TrainingSummary()
     if to_train:
