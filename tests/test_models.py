@@ -301,8 +301,8 @@ def test_history_buffer_is_deterministic_and_resumable():
 
 
 def test_registry_lists_every_architecture_by_kind():
-    assert list_models() == ["catalog_classifier", "cgan", "cyclegan", "espcn", "gan", "srcnn"]
-    assert list_models("sr") == ["espcn", "srcnn"]
+    assert list_models() == ["catalog_classifier", "cgan", "cyclegan", "edsr", "espcn", "gan", "rlfn", "srcnn"]
+    assert list_models("sr") == ["edsr", "espcn", "rlfn", "srcnn"]
     assert list_models(kind="cyclegan") == ["cyclegan"]
     assert list_models(kind="classifier") == ["catalog_classifier"]
     assert {get_spec(name).kind for name in list_models()} == {"sr", "gan", "cgan", "cyclegan", "classifier"}
