@@ -30,6 +30,20 @@ def same_conv(cin: int, cout: int, k: int = 3) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, padding=k // 2, padding_mode="replicate")
 
 
+class LongSkipBody(nn.Module):
+    """head conv -> `blocks` -> closing conv, plus the head's features (EDSR's long skip; RLFN's too)."""
+
+    def __init__(self, channels: int, features: int, blocks: list[nn.Module]) -> None:
+        super().__init__()
+        self.head = same_conv(channels, features)
+        self.blocks = nn.Sequential(*blocks)
+        self.close = same_conv(features, features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        head = self.head(x)
+        return head + cast(torch.Tensor, self.close(self.blocks(head)))
+
+
 class SubPixelResidualSR(nn.Module):
     """LR (N, C, h, w) -> (N, C, h*scale, w*scale), values unclamped (clamp at inference)."""
 
@@ -37,6 +51,16 @@ class SubPixelResidualSR(nn.Module):
     scale: int
     channels: int
     body: nn.Module
+
+    def _assemble(self, model: str, scale: object, channels: int, features: int, blocks: list[nn.Module],
+                  zero_init: bool) -> None:
+        """Set scale and channels, a `LongSkipBody` of `blocks` and the tail (EDSR, RLFN)."""
+        if channels < 1 or features < 1:
+            raise ValueError(f"{model} needs channels and features >= 1, got {channels}, {features}")
+        self.scale = check_scale(model, scale)
+        self.channels = channels
+        self.body = LongSkipBody(channels, features, blocks)
+        self._make_tail(features, zero_init=zero_init)
 
     def _make_tail(self, width: int, *, zero_init: bool = True) -> None:
         self.to_subpixels = same_conv(width, self.channels * self.scale * self.scale, 3)

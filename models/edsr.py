@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from catalog_enhance.models._subpixel import SubPixelResidualSR, check_scale, same_conv
+from catalog_enhance.models._subpixel import SubPixelResidualSR, same_conv
 from catalog_enhance.models.registry import register_model
 
 
@@ -34,30 +34,14 @@ class ResBlock(nn.Module):
         return x + self.res_scale * self.conv2(torch.relu(self.conv1(x)))
 
 
-class EDSRBody(nn.Module):
-    def __init__(self, channels: int, features: int, blocks: int, res_scale: float) -> None:
-        super().__init__()
-        self.head = same_conv(channels, features)
-        self.blocks = nn.Sequential(*(ResBlock(features, res_scale) for _ in range(blocks)))
-        self.close = same_conv(features, features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        head = self.head(x)
-        return head + self.close(self.blocks(head))
-
-
 class EDSRLite(SubPixelResidualSR):
     """LR (N, C, h, w) -> (N, C, h*scale, w*scale); see the module docstring."""
 
     def __init__(self, scale: int, channels: int = 1, features: int = 32, blocks: int = 8,
                  res_scale: float = 1.0, *, zero_init_last: bool = True) -> None:
         super().__init__()
-        if channels < 1 or features < 1 or blocks < 0:
-            raise ValueError(f"EDSR needs channels, features >= 1 and blocks >= 0, got {channels}, {features}, {blocks}")
-        self.scale = check_scale("EDSR", scale)
-        self.channels = channels
-        self.body = EDSRBody(channels, features, blocks, res_scale)
-        self._make_tail(features, zero_init=zero_init_last)
+        self._assemble("EDSR", scale, channels, features, [ResBlock(features, res_scale) for _ in range(blocks)],
+                       zero_init_last)
 
 
 # Training presets (L1, cosine, 48 px LR patches as EDSR; bench/sr_candidates.py measures them).

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catalog_enhance.models._subpixel import SubPixelResidualSR, check_scale, same_conv
+from catalog_enhance.models._subpixel import SubPixelResidualSR, same_conv
 from catalog_enhance.models.registry import register_model
 
 
@@ -55,18 +55,6 @@ class RLFB(nn.Module):
         return self.esa(self.fuse(x + self.convs(x)))
 
 
-class RLFNBody(nn.Module):
-    def __init__(self, channels: int, features: int, blocks: int, esa_channels: int) -> None:
-        super().__init__()
-        self.head = same_conv(channels, features)
-        self.blocks = nn.Sequential(*(RLFB(features, esa_channels) for _ in range(blocks)))
-        self.close = same_conv(features, features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        head = self.head(x)
-        return head + self.close(self.blocks(head))
-
-
 class RLFN(SubPixelResidualSR):
     """LR (N, C, h, w) -> (N, C, h*scale, w*scale); see the module docstring. Inputs need
     h, w >= 3 (ESA's stride-2 conv)."""
@@ -74,13 +62,10 @@ class RLFN(SubPixelResidualSR):
     def __init__(self, scale: int, channels: int = 1, features: int = 32, blocks: int = 4,
                  esa_channels: int = 16, *, zero_init_last: bool = True) -> None:
         super().__init__()
-        if channels < 1 or features < 1 or blocks < 0 or esa_channels < 1:
-            raise ValueError(f"RLFN needs channels, features, esa_channels >= 1 and blocks >= 0, got "
-                             f"{channels}, {features}, {esa_channels}, {blocks}")
-        self.scale = check_scale("RLFN", scale)
-        self.channels = channels
-        self.body = RLFNBody(channels, features, blocks, esa_channels)
-        self._make_tail(features, zero_init=zero_init_last)
+        if esa_channels < 1:
+            raise ValueError(f"RLFN needs esa_channels >= 1, got {esa_channels}")
+        self._assemble("RLFN", scale, channels, features, [RLFB(features, esa_channels) for _ in range(blocks)],
+                       zero_init_last)
 
 
 # Training presets (L1, cosine; bench/sr_candidates.py measures them). cpu: sized for <= 15 min on

@@ -15,18 +15,10 @@ from catalog_enhance.tasks.train.config import make_config
 from catalog_enhance.tasks.train.loop import train_model
 
 from sr_lake import build_sr_lake
+from test_models import one_thread  # noqa: F401 - the same autouse fixture: one thread, seed 0
 
 CANDIDATES = ("edsr", "rlfn")
 SMALL = {"edsr": {"features": 8, "blocks": 2}, "rlfn": {"features": 8, "blocks": 2, "esa_channels": 4}}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.mark.parametrize("name", CANDIDATES)
