@@ -116,14 +116,15 @@ def train_for(lake_url: str, name: str, scale: int, minutes: float, eval_every: 
     budget = minutes * 60.0
     load_start = os.getloadavg()
     curve: list[dict] = [{"minutes": 0.0, "step": 0, "photo_gain": 0.0}]  # zero-initialised tail: bicubic
-    train_seconds, wall_seconds, step, next_eval = 0.0, 0.0, 0, eval_every * 60.0
+    train_seconds, wall_seconds, cpu_seconds, step, next_eval = 0.0, 0.0, 0.0, 0, eval_every * 60.0
     recent: list[float] = []
     trainer.config.steps = 10**7
     while train_seconds < budget:
         started, cpu_started = time.perf_counter(), time.process_time()
         trainer.train_step(step)
-        wall = time.perf_counter() - started
-        spent = wall if clock == "wall" else (time.process_time() - cpu_started) / 2
+        wall, cpu = time.perf_counter() - started, (time.process_time() - cpu_started) / 2
+        spent = wall if clock == "wall" else cpu
+        cpu_seconds += cpu
         train_seconds += spent
         wall_seconds += wall
         step += 1
@@ -137,7 +138,7 @@ def train_for(lake_url: str, name: str, scale: int, minutes: float, eval_every: 
             log(f"{name} x{scale}: {train_seconds / 60:5.2f} min ({clock}), step {step}/{trainer.config.steps}, "
                 f"photos +{gain:.2f} dB, load {os.getloadavg()[0]:.2f}")
             next_eval += eval_every * 60.0
-            progress = RESULTS_JSON.with_name(f"out/sr_candidates.{name}.x{scale}.{clock}.partial.json")
+            progress = BENCH_DIR / "out" / f"sr_candidates.{name}.x{scale}.{clock}.partial.json"
             progress.parent.mkdir(exist_ok=True)
             progress.write_text(json.dumps({"steps": step, "curve": curve}))  # survives an interrupted run
     test = list(test_split_pairs(lake, scale))[:TEST_IMAGES]
@@ -145,7 +146,8 @@ def train_for(lake_url: str, name: str, scale: int, minutes: float, eval_every: 
     return {
         "candidate": name, "model": candidate.model, "note": candidate.note, "scale": scale, "budget_minutes": minutes,
         "config": config.model_dump(mode="json") | {"steps": step}, "steps": step,
-        "clock": clock, "train_minutes": train_seconds / 60, "wall_minutes": wall_seconds / 60, "params": sum(p.numel() for p in model.parameters()),
+        "clock": clock, "train_minutes": train_seconds / 60, "wall_minutes": wall_seconds / 60,
+        "cpu_minutes": cpu_seconds / 60, "params": sum(p.numel() for p in model.parameters()),
         "macs_per_output_pixel": float(model.macs_per_output_pixel()),  # type: ignore[operator]
         "curve": curve, "photo_gain": curve[-1]["photo_gain"],
         "test_gain": photo_gain(lake, model, scale, channels, test),
@@ -187,13 +189,14 @@ def section(runs: list[dict]) -> list[str]:
                          f"**{'met' if met else 'not met'}**")
     lines.append("")
     rows = [[r["candidate"], f"x{r['scale']}", f"{r['budget_minutes']:g} {r.get('clock', 'wall')}",
-             f"{r['train_minutes']:.1f} / {r.get('wall_minutes', r['train_minutes']):.1f}", r["steps"],
+             f"{r.get('wall_minutes', r['train_minutes']):.1f} / "
+             + (f"{r['cpu_minutes']:.1f}" if "cpu_minutes" in r else "-"), r["steps"],
              f"{r['params']:,}", f"{r['macs_per_output_pixel']:,.0f}",
              f"+{r['photo_gain']:.2f}", f"+{r['test_gain']:.2f}",
              " ".join(f"{p['minutes']:.1f}:+{p['photo_gain']:.2f}" for p in r["curve"][1:]),
              f"{r['load_start'][0]:.1f} / {r['load_end'][0]:.1f}"]
             for r in sorted(runs, key=lambda r: (r["budget_minutes"], r["scale"], r["candidate"]))]
-    lines += _table(["candidate", "scale", "budget (min, clock)", "trained min (clock / wall)", "steps", "params", "MACs / out px",
+    lines += _table(["candidate", "scale", "budget (min, clock)", "trained min (wall / CPU s / 2 / 60)", "steps", "params", "MACs / out px",
                      "photos dB", "test dB", "photo curve (min:dB)", "load start / end"], rows)
     lines += ["Candidates: " + "; ".join(f"`{n}`: {c.note}" for n, c in CANDIDATES.items()) + ".", "",
               "![SR candidates](sr_candidates.png)", "", SECTION_END]

@@ -44,13 +44,15 @@ class EDSRLite(SubPixelResidualSR):
                        zero_init_last)
 
 
-# Training presets (L1, cosine, 48 px LR patches as EDSR; bench/sr_candidates.py measures them).
-# cpu: sized for <= 15 min on 2 cores (bench/NOTES.md, "SR candidates"); gpu: EDSR's own size.
+# Training presets (L1, cosine; bench/sr_candidates.py measures them). cpu: 32 px LR patches; a
+# step costs ~0.15 s of 2-core CPU time (measured under load: 2277 steps in 5.8 min of CPU / 2), so
+# 5000 steps should take ~13 min on 2 dedicated cores (not yet timed on a quiet machine; bench/NOTES.md
+# "SR candidates"). gpu: EDSR's own size (256 features, 32 blocks, res_scale 0.1, 48 px patches).
 PRESETS = {
     "tiny": {"steps": 60, "batch_size": 4, "lr": 1e-3, "checkpoint_every": 30, "log_every": 10,
              "model_kwargs": {"features": 8, "blocks": 1},
              "data": {"lr_patch": 12, "augment": False, "warmup_steps": 5, "loss": "l1"}},
-    "cpu": {"steps": 4000, "batch_size": 16, "lr": 1e-3, "checkpoint_every": 500, "log_every": 50,
+    "cpu": {"steps": 5000, "batch_size": 16, "lr": 1e-3, "checkpoint_every": 500, "log_every": 50,
             "model_kwargs": {"features": 32, "blocks": 8},
             "data": {"lr_patch": 32, "warmup_steps": 100, "loss": "l1"}},
     "gpu": {"steps": 300_000, "batch_size": 16, "lr": 1e-4, "checkpoint_every": 5000, "log_every": 500,

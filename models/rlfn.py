@@ -68,13 +68,14 @@ class RLFN(SubPixelResidualSR):
                        zero_init_last)
 
 
-# Training presets (L1, cosine; bench/sr_candidates.py measures them). cpu: sized for <= 15 min on
-# 2 cores (bench/NOTES.md, "SR candidates"); gpu: RLFN's own size (52 features, 6 blocks).
+# Training presets (L1, cosine; bench/sr_candidates.py measures them). cpu: a step costs ~0.22 s of
+# 2-core CPU time (measured under load), so 3500 steps should take ~13 min on 2 dedicated cores (not
+# yet timed on a quiet machine; bench/NOTES.md "SR candidates"). gpu: RLFN's own size (52 features, 6 blocks).
 PRESETS = {
     "tiny": {"steps": 60, "batch_size": 4, "lr": 1e-3, "checkpoint_every": 30, "log_every": 10,
              "model_kwargs": {"features": 8, "blocks": 1, "esa_channels": 4},
              "data": {"lr_patch": 16, "augment": False, "warmup_steps": 5, "loss": "l1"}},
-    "cpu": {"steps": 4000, "batch_size": 16, "lr": 1e-3, "checkpoint_every": 500, "log_every": 50,
+    "cpu": {"steps": 3500, "batch_size": 16, "lr": 1e-3, "checkpoint_every": 500, "log_every": 50,
             "model_kwargs": {"features": 32, "blocks": 4},
             "data": {"lr_patch": 32, "warmup_steps": 100, "loss": "l1"}},
     "gpu": {"steps": 500_000, "batch_size": 64, "lr": 5e-4, "checkpoint_every": 5000, "log_every": 500,
