@@ -171,7 +171,7 @@ def section(runs: list[dict]) -> list[str]:
     from bench.report import _table
 
     lines = [SECTION_START, "## SR candidates (issue 12, item 5)", "",
-             "Each candidate trained from scratch on the benchmark's held-out feed for a wall-time budget (2 cores, "
+             "Each candidate trained from scratch on the benchmark's held-out feed for a time budget (2 cores, "
              "`python -m bench.sr_candidates`), scored on the photos (PSNR-Y gain over MATLAB bicubic, the SR quality "
              "protocol) at checkpoints of training time; evaluation time excluded. Test split: the first "
              f"{TEST_IMAGES} test images, scored at the end (the champion is picked on it). Load average (1 min) at "
@@ -190,7 +190,7 @@ def section(runs: list[dict]) -> list[str]:
     lines.append("")
     rows = [[r["candidate"], f"x{r['scale']}", f"{r['budget_minutes']:g} {r.get('clock', 'wall')}",
              f"{r.get('wall_minutes', r['train_minutes']):.1f} / "
-             + (f"{r['cpu_minutes']:.1f}" if "cpu_minutes" in r else "-"), r["steps"],
+             + f"{r.get('cpu_minutes', r['train_minutes'] if r.get('clock') == 'cpu' else float('nan')):.1f}", r["steps"],
              f"{r['params']:,}", f"{r['macs_per_output_pixel']:,.0f}",
              f"+{r['photo_gain']:.2f}", f"+{r['test_gain']:.2f}",
              " ".join(f"{p['minutes']:.1f}:+{p['photo_gain']:.2f}" for p in r["curve"][1:]),
@@ -198,7 +198,9 @@ def section(runs: list[dict]) -> list[str]:
             for r in sorted(runs, key=lambda r: (r["budget_minutes"], r["scale"], r["candidate"]))]
     lines += _table(["candidate", "scale", "budget (min, clock)", "trained min (wall / CPU s / 2 / 60)", "steps", "params", "MACs / out px",
                      "photos dB", "test dB", "photo curve (min:dB)", "load start / end"], rows)
-    lines += ["Candidates: " + "; ".join(f"`{n}`: {c.note}" for n, c in CANDIDATES.items()) + ".", "",
+    ran = {r["candidate"] for r in runs}
+    lines += ["Candidates: " + "; ".join(f"`{n}`: {c.note}" + ("" if n in ran else " (no completed run)")
+                                         for n, c in CANDIDATES.items()) + ".", "",
               "![SR candidates](sr_candidates.png)", "", SECTION_END]
     return lines
 
