@@ -226,7 +226,8 @@ def plot(runs: list[dict], path: Path = BENCH_DIR / "sr_candidates.png") -> None
         for run in sorted((r for r in runs if r["scale"] == scale), key=lambda r: (r["candidate"], r["budget_minutes"])):
             xs = [p["minutes"] for p in run["curve"]]
             ys = [p["photo_gain"] for p in run["curve"]]
-            ax.plot(xs, ys, marker="o", markersize=3, linestyle="-" if run["budget_minutes"] >= 15 else ":",
+            colour = f"C{list(CANDIDATES).index(run['candidate'])}"  # one colour a candidate in both panels
+            ax.plot(xs, ys, marker="o", markersize=3, linestyle="-" if run["budget_minutes"] >= 15 else ":", color=colour,
                     label=f"{run['candidate']} ({run['budget_minutes']:g} min, {run.get('clock', 'wall')})")
         ax.axhline(target, color="black", linestyle="--", linewidth=1, label=f"target +{target} dB")
         ax.set_xlabel("training minutes on 2 cores (evaluation excluded)")
