@@ -313,5 +313,10 @@ def write_report(results: dict, out_dir: Path) -> Path:
     lines += ["## Benchmark stage seconds", ""]
     lines += _table(["stage", "seconds"], [[k, f"{v:.0f}"] for k, v in results["seconds"].items()])
     path = out_dir / "RESULTS.md"
+    from bench.sr_candidates import SECTION_END, SECTION_START
+
+    old = path.read_text() if path.exists() else ""
+    if SECTION_START in old and SECTION_END in old:  # written by `python -m bench.sr_candidates`: kept
+        lines += ["", SECTION_START + old.split(SECTION_START, 1)[1].split(SECTION_END, 1)[0] + SECTION_END]
     path.write_text("\n".join(lines))
     return path

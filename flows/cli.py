@@ -249,7 +249,7 @@ def pairs(
 
 @_command()
 def train(
-    models: Annotated[Optional[list[str]], typer.Argument(help="Models to train; default: every model with presets")] = None,
+    models: Annotated[Optional[list[str]], typer.Argument(help="Models to train; default: every model with presets but the opt-in ones")] = None,
     preset: Annotated[str, typer.Option(help="tiny | cpu | gpu")] = "cpu",
     steps: Annotated[Optional[int], typer.Option(help="Override the preset's step count")] = None,
     set_: Annotated[
@@ -261,12 +261,12 @@ def train(
     """Train models (an interrupted run resumes automatically) and register a version of each."""
     settings = _settings(lake)
     _check_lake(settings)
-    from catalog_enhance.tasks.kinds import trainable_models
+    from catalog_enhance.tasks.kinds import default_models
     from catalog_enhance.tasks.train.config import ConfigError, parse_overrides, validate_training
 
     try:  # every config checked before Prefect starts or anything trains
         overrides = parse_overrides(set_ or [])
-        validate_training(models or trainable_models(), preset, steps, overrides)
+        validate_training(models or default_models(), preset, steps, overrides)
     except ConfigError as exc:
         typer.echo(f"configuration error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -471,11 +471,11 @@ def nightly(
     settings = _settings(lake)
     _check_feed(feed, settings)
     _check_lake(settings)
-    from catalog_enhance.tasks.kinds import trainable_models
+    from catalog_enhance.tasks.kinds import default_models
     from catalog_enhance.tasks.train.config import ConfigError, validate_training
 
     try:
-        validate_training(trainable_models(), preset)
+        validate_training(default_models(), preset)
     except ConfigError as exc:
         typer.echo(f"configuration error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -51,7 +51,7 @@ from catalog_enhance.tasks.enhance.params import ENHANCEMENT_MODES, EnhancementM
 from catalog_enhance.tasks.enhance.run import EnhanceSummary
 from catalog_enhance.tasks.evaluate.pipeline import EvaluationSummary
 from catalog_enhance.tasks.ingest.run import IngestSummary
-from catalog_enhance.tasks.kinds import get_kind, kind_for_role, trainable_models
+from catalog_enhance.tasks.kinds import default_models, get_kind, kind_for_role
 from catalog_enhance.tasks.lake.housekeeping import Housekeeping, housekeep
 from catalog_enhance.tasks.lake.model_registry import latest_version
 from catalog_enhance.tasks.pairs.run import PairsSummary
@@ -276,7 +276,7 @@ def nightly(
     def required(model: str) -> bool:
         return _is_required_model(model, enhance_mode)
 
-    wanted = list(models or trainable_models())
+    wanted = list(models or default_models())
     # Pairs of the other degradations the models' kinds need (restoration: realistic), at the
     # enhancement scale: without them those models are skipped, not the night.
     degraded_pairs: dict[str, PairsSummary] = {}

@@ -37,7 +37,7 @@ from catalog_enhance.tasks.catalog.labels import NotTrainableHere
 from catalog_enhance.tasks.lake.model_registry import register_version
 from catalog_enhance.tasks.lake.settings import load_settings
 from catalog_enhance.tasks.lake.storage import open_lake
-from catalog_enhance.tasks.kinds import trainable_models
+from catalog_enhance.tasks.kinds import default_models
 from catalog_enhance.tasks.report.plots import figure_png, plot_training_curves
 from catalog_enhance.tasks.runtime import select_runtime
 from catalog_enhance.tasks.train.config import label_overrides, make_config, overrides_for, validate_training
@@ -166,7 +166,8 @@ def train_models(
     concurrent: bool | None = None,
     fail_on_error: bool = True,
 ) -> TrainingSummary:
-    """Train the chosen models (default: every model with presets) and register a version of each.
+    """Train the chosen models (default: `default_models()`, every model with presets but the opt-in
+    ones) and register a version of each.
 
     `overrides`: {"lr": 1e-3, "data.scale": 3} for every model, {"srcnn": {...}} for one; below
     them, the catalog's label settings (CE_DOMAINS, CE_GAN_FILTERS: `label_overrides`).
@@ -177,7 +178,7 @@ def train_models(
     """
     logger = get_run_logger()
     settings = load_settings(**({"lake_url": lake_url} if lake_url else {}))
-    models = list(models or trainable_models())
+    models = list(models or default_models())
     validate_training(models, preset, steps, overrides)  # a bad model, preset or option fails now
     if concurrent is None:
         concurrent = select_runtime(device).device.type != "cpu"

@@ -27,13 +27,11 @@ more), which is what makes this the model to run catalog-wide on CPU.
 
 from __future__ import annotations
 
-import numbers
-from typing import Literal, cast
+from typing import Literal
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
+from catalog_enhance.models._subpixel import SubPixelResidualSR, check_scale, same_conv
 from catalog_enhance.models.registry import register_model
 
 ESPCN_ACTIVATIONS: tuple[str, ...] = ("prelu", "relu", "tanh")
@@ -47,7 +45,7 @@ def _activation(name: str, num_channels: int) -> nn.Module:
     return nn.Tanh()
 
 
-class ESPCN(nn.Module):
+class ESPCN(SubPixelResidualSR):
     """Low-resolution (N, C, h, w) -> (N, C, h*scale, w*scale); values unclamped (clamp at inference).
 
     Layers: 5x5 conv C->features, then ``depth`` 3x3 convs (features->mid, mid->mid, ...), each
@@ -58,10 +56,6 @@ class ESPCN(nn.Module):
     +1.0-1.2 dB up to 1e-3, -0.3 to +0.7 dB at 3e-3). All convolutions pad with ``replicate`` so the output is exactly
     scale times the input and borders are not pulled towards black.
     """
-
-    upsamples_inside = True  # LR in, HR out
-    scale: int
-    channels: int
 
     def __init__(
         self,
@@ -75,60 +69,31 @@ class ESPCN(nn.Module):
         zero_init_last: bool = True,
     ) -> None:
         super().__init__()
-        # Any integral number is accepted (a numpy integer from a config), so the check is on the
-        # value as an object: mypy deems `int` and `numbers.Integral` disjoint and would skip the rest.
-        if not isinstance(cast(object, scale), numbers.Integral) or scale < 1:
-            raise ValueError(f"ESPCN scale must be an integer >= 1 (1: same-size restoration), got {scale!r}")
+        self.scale = check_scale("ESPCN", scale, minimum=1)  # 1: same-size restoration
         if activation not in ESPCN_ACTIVATIONS:
             raise ValueError(f"ESPCN activation must be one of {ESPCN_ACTIVATIONS}, got {activation!r}")
         if depth < 0 or channels < 1:
             raise ValueError(f"ESPCN needs depth >= 0 and channels >= 1, got depth={depth}, channels={channels}")
-        self.scale = int(scale)
         self.channels = channels
-
-        def same_conv(cin: int, cout: int, k: int) -> nn.Conv2d:
-            return nn.Conv2d(cin, cout, k, padding=k // 2, padding_mode="replicate")
-
         layers: list[nn.Module] = [same_conv(channels, features, 5), _activation(activation, features)]
         width = features
         for _ in range(depth):
             layers += [same_conv(width, mid, 3), _activation(activation, mid)]
             width = mid
         self.body = nn.Sequential(*layers)
-        self.to_subpixels = same_conv(width, channels * scale * scale, 3)
-        self.pixel_shuffle = nn.PixelShuffle(scale)
-        self._init_weights(activation, zero_init_last)
+        self._make_tail(width, zero_init=zero_init_last)
+        self._init_body(activation)
 
-    def _init_weights(self, activation: str, zero_init_last: bool) -> None:
+    def _init_body(self, activation: str) -> None:
         # He-normal with the activation's gain (PReLU starts at slope 0.25).
         gains: dict[str, tuple[Literal["leaky_relu", "relu", "tanh"], float]] = {
             "prelu": ("leaky_relu", 0.25), "relu": ("relu", 0.0), "tanh": ("tanh", 0.0)}
         gain_args = gains[activation]
-        for m in self.body:
+        for m in self.body.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, a=gain_args[1], mode="fan_in", nonlinearity=gain_args[0])
                 assert m.bias is not None  # same_conv makes every convolution with a bias
                 nn.init.zeros_(m.bias)
-        if zero_init_last:
-            nn.init.zeros_(self.to_subpixels.weight)
-        else:
-            nn.init.normal_(self.to_subpixels.weight, 0.0, 1e-3)
-        assert self.to_subpixels.bias is not None
-        nn.init.zeros_(self.to_subpixels.bias)
-
-    def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        h, w = lr.shape[-2:]
-        base = F.interpolate(lr, size=(h * self.scale, w * self.scale), mode="bicubic", align_corners=False)
-        return base + self.pixel_shuffle(self.to_subpixels(self.body(lr)))
-
-    def macs_per_output_pixel(self) -> float:
-        """Convolution multiply-accumulates per OUTPUT pixel (all convolutions run at LR resolution)."""
-        per_lr_pixel = sum(
-            m.kernel_size[0] * m.kernel_size[1] * m.in_channels * m.out_channels // m.groups
-            for m in self.modules()
-            if isinstance(m, nn.Conv2d)
-        )
-        return per_lr_pixel / (self.scale * self.scale)
 
 
 # Training presets. cpu: depth 3, mid 64 (the paper's 5-3-3 layout had depth 1, mid 32) and 5000

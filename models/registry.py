@@ -45,6 +45,8 @@ class ModelSpec:
     module_class: type[nn.Module]
     description: str
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # preset -> TrainConfig kwargs
+    # Trained when no model list is given (nightly, train-models, the demo); False: opt-in by name.
+    default_training: bool = True
 
     @property
     def parameters(self) -> tuple[str, ...]:
@@ -65,8 +67,13 @@ _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register_model(name: str | None = None, *, kind: str, description: str,
-                   presets: Mapping[str, Mapping[str, Any]] | None = None) -> Callable[[Builder], Builder]:
+                   presets: Mapping[str, Mapping[str, Any]] | None = None,
+                   default_training: bool = True) -> Callable[[Builder], Builder]:
     """Decorator: register the builder under `name` (default: the builder's name without `build_`).
+
+    `default_training=False` keeps a model with presets out of the default training list (the
+    nightly and the demo train it only when it is named): for candidates whose `cpu` preset
+    would blow the demo's time budget.
 
     Raises ValueError on a duplicate name, an unknown preset name, a builder with positional
     parameters or without a return annotation, or a class missing its kind's protocol attributes.
@@ -91,7 +98,7 @@ def register_model(name: str | None = None, *, kind: str, description: str,
             raise ValueError(f"model {model!r}: unknown preset(s) {sorted(unknown)}; known: {', '.join(PRESET_NAMES)}")
         check_class(module_class, kind, model)
         frozen = MappingProxyType({k: MappingProxyType(dict(v)) for k, v in (presets or {}).items()})
-        _REGISTRY[model] = ModelSpec(model, kind, build, module_class, description, frozen)
+        _REGISTRY[model] = ModelSpec(model, kind, build, module_class, description, frozen, default_training)
         return build
 
     return decorate

@@ -301,8 +301,9 @@ def test_history_buffer_is_deterministic_and_resumable():
 
 
 def test_registry_lists_every_architecture_by_kind():
-    assert list_models() == ["catalog_classifier", "cgan", "cyclegan", "espcn", "espcn_restore", "gan", "srcnn"]
-    assert list_models("sr") == ["espcn", "srcnn"]
+    assert list_models() == ["catalog_classifier", "cgan", "cyclegan", "edsr", "espcn", "espcn_restore", "gan",
+                             "rlfn", "srcnn"]
+    assert list_models("sr") == ["edsr", "espcn", "rlfn", "srcnn"]
     assert list_models("restore") == ["espcn_restore"]
     assert list_models(kind="cyclegan") == ["cyclegan"]
     assert list_models(kind="classifier") == ["catalog_classifier"]

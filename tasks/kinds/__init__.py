@@ -70,13 +70,19 @@ def kind_for_role(role: EnhancementRole) -> ModelKind:
 
 def trainable_models() -> list[str]:
     """Every registered model with training presets, of a kind that has a plugin, in the kinds'
-    order: what `train-models` and the nightly train by default."""
+    order: what `train-models` and the nightly accept."""
     order = {kind.name: index for index, kind in enumerate(list_kinds())}
     names = [name for name in list_models(trainable=True) if get_spec(name).kind in order]
     return sorted(names, key=lambda name: (order[get_spec(name).kind], name))
 
 
+def default_models() -> list[str]:
+    """The trainable models trained when none are named (`train-models`, the nightly, the demo):
+    all but those registered with `default_training=False`, which are trained only by name."""
+    return [name for name in trainable_models() if get_spec(name).default_training]
+
+
 __all__ = [
-    "EnhancementRole", "EvaluationContext", "KindEvaluation", "ModelKind", "PrimaryMetric", "get_kind",
+    "EnhancementRole", "EvaluationContext", "KindEvaluation", "ModelKind", "PrimaryMetric", "default_models", "get_kind",
     "kind_for_role", "kind_names", "kind_of_model", "list_kinds", "register_kind", "trainable_models",
 ]

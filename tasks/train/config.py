@@ -68,6 +68,8 @@ class TrainConfig(pydantic.BaseModel):
     def config_hash(self) -> str:
         """sha256 of the canonical JSON of everything that shapes the weights, 12 hex."""
         payload = self.model_dump(mode="json", exclude=set(_NOT_HASHED))
+        neutral = getattr(kind_of_model(self.model).trainer.options_class, "hash_neutral", {})
+        payload["data"] = {k: v for k, v in payload["data"].items() if not (k in neutral and v == neutral[k])}
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
