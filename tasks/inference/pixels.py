@@ -37,14 +37,22 @@ def _to_float_hwc(image: ImageLike) -> np.ndarray:
         target = "RGBA" if has_alpha else "RGB"
         array = np.asarray(image if image.mode == target else image.convert(target))
     else:
-        array = np.asarray(image)
-        if array.dtype != np.uint8:
-            raise ValueError(f"expected a uint8 image array, got dtype {array.dtype}")
-        if array.ndim != 3 or array.shape[2] not in (3, 4):
-            raise ValueError(f"expected an (H, W, 3) RGB or (H, W, 4) RGBA array, got shape {array.shape}")
+        array = checked_uint8_image(image)
     if array.shape[0] < 1 or array.shape[1] < 1:
         raise ValueError(f"empty image of shape {array.shape}")
     return array.astype(np.float32) / 255.0
+
+
+def checked_uint8_image(image: np.ndarray) -> np.ndarray:
+    """`image` as a uint8 (H, W, 3|4) array, or a ValueError saying what it is instead."""
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image array, got dtype {array.dtype}")
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise ValueError(f"expected an (H, W, 3) RGB or (H, W, 4) RGBA array, got shape {array.shape}")
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise ValueError(f"empty image of shape {array.shape}")
+    return array
 
 
 def _quantise(chw: torch.Tensor) -> np.ndarray:

@@ -36,7 +36,7 @@ from catalog_enhance.tasks.imaging.resize import (
     rgb_to_ycbcr,
     ycbcr_to_rgb,
 )
-from catalog_enhance.tasks.inference.pixels import _bleed_colour, _quantise
+from catalog_enhance.tasks.inference.pixels import _bleed_colour, _quantise, checked_uint8_image
 from catalog_enhance.tasks.inference.tile_engine import Tiling, _tiled_rows
 from catalog_enhance.tasks.inference.tiling import _check_call, _runner, choose_scale, fit_size
 from catalog_enhance.tasks.runtime import Runtime
@@ -81,13 +81,7 @@ class _Source:
     for the whole image, for just the rows asked for."""
 
     def __init__(self, image: np.ndarray, channels: int) -> None:
-        image = np.asarray(image)
-        if image.dtype != np.uint8:
-            raise ValueError(f"expected a uint8 image array, got dtype {image.dtype}")
-        if image.ndim != 3 or image.shape[2] not in (3, 4):
-            raise ValueError(f"expected an (H, W, 3) RGB or (H, W, 4) RGBA array, got shape {image.shape}")
-        if image.shape[0] < 1 or image.shape[1] < 1:
-            raise ValueError(f"empty image of shape {image.shape}")
+        image = checked_uint8_image(image)
         self.image = image
         self.height, self.width = image.shape[:2]
         self.has_alpha = image.shape[2] == 4
